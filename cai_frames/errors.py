@@ -1,0 +1,88 @@
+"""Every error cai_frames raises, in one tree.
+
+::
+
+    CaiFramesError
+    ├── ConfigurationError (ValueError)      a setting is missing or malformed
+    ├── AuthenticationError                  IMS refused the credentials, or the token was refused
+    ├── ApiError                             the platform answered with an error status
+    │   └── NotFoundError (LookupError)      the dataset, batch or file does not exist
+    ├── TransportError (ConnectionError)     the request never got an answer (wraps requests)
+    ├── NoBatchError (LookupError)           the dataset has no successful batch to load
+    ├── UnsafeFileNameError (ValueError)     the server named a file that is not a plain name
+    ├── DownloadError                        a part could not be fetched completely
+    └── CacheError (OSError)                 the local cache cannot give what was asked
+        └── CacheMissError (FileNotFoundError)   offline, and nothing complete is cached
+
+Messages say what happened, the value involved and how to fix it. None of them ever
+holds a token, a client secret or an Authorization header: URLs pass through
+:func:`cai_frames.redaction.redact_url` before they are put in a message.
+"""
+
+from __future__ import annotations
+
+
+class CaiFramesError(Exception):
+    """Root of every error raised by cai_frames."""
+
+
+class ConfigurationError(CaiFramesError, ValueError):
+    """A setting is missing or malformed; the message names the setting."""
+
+
+class AuthenticationError(CaiFramesError):
+    """IMS refused the credentials, or the platform refused the token twice."""
+
+
+class ApiError(CaiFramesError):
+    """The platform answered a request with an error status.
+
+    Attributes:
+        status: The HTTP status code.
+        url: The request URL, with secrets removed.
+        error_code: The gateway's ``error_code`` when the body carried one.
+        server_message: The server's own message, when the body carried one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        url: str,
+        error_code: str | None = None,
+        server_message: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
+        self.error_code = error_code
+        self.server_message = server_message
+
+
+class NotFoundError(ApiError, LookupError):
+    """The platform answered 404 for a dataset, batch or file."""
+
+
+class TransportError(CaiFramesError, ConnectionError):
+    """The request got no usable answer: connection refused, reset or timed out."""
+
+
+class NoBatchError(CaiFramesError, LookupError):
+    """The dataset has no successful batch (none yet, or only failed or processing ones)."""
+
+
+class UnsafeFileNameError(CaiFramesError, ValueError):
+    """A server-given file name is not a plain file name and is never used as a path."""
+
+
+class DownloadError(CaiFramesError):
+    """A part could not be fetched completely (wrong size, or not readable as parquet)."""
+
+
+class CacheError(CaiFramesError, OSError):
+    """The local cache cannot give what was asked."""
+
+
+class CacheMissError(CacheError, FileNotFoundError):
+    """Offline mode was asked for, and no complete cache entry matches."""
