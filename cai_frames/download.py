@@ -1,0 +1,157 @@
+"""Copy one batch from a :class:`~cai_frames.source.PartSource` into the cache.
+
+The flow: ask the source which batch is current, return at once if the cache already
+holds it whole, otherwise take the batch's lock, list its parts and fetch the missing
+ones several at a time, each streamed to disk under a temporary name, then write the
+manifest. A second process asking for the same batch waits on the lock and then finds
+the entry complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .cache import Cache, CacheEntry, EntryWriter
+from .source import BatchInfo, PartSource, RemotePart
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 8
+
+
+def download_batch(
+    source: PartSource,
+    cache: Cache,
+    *,
+    sandbox: str,
+    dataset_id: str,
+    batch_id: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: bool = True,
+) -> CacheEntry:
+    """Make sure the cache holds the batch whole, downloading what it lacks.
+
+    Args:
+        source: Where the parts come from.
+        cache: Where they go.
+        sandbox: The sandbox, the first level of the cache.
+        dataset_id: The dataset to take the batch from.
+        batch_id: A given batch; ``None`` takes the latest successful one.
+        concurrency: Parts fetched at the same time.
+        progress: Show a progress bar of the bytes fetched.
+
+    Returns:
+        The complete cache entry.
+    """
+    batch = source.resolve_batch(dataset_id, batch_id)
+    entry = cache.get(sandbox, dataset_id, batch.batch_id)
+    if entry is not None:
+        logger.debug("batch %s of dataset %s is cached already", batch.batch_id, dataset_id)
+        return entry
+    with cache.lock(sandbox, dataset_id, batch.batch_id):
+        # Another process may have finished the entry while this one waited.
+        entry = cache.get(sandbox, dataset_id, batch.batch_id)
+        if entry is not None:
+            return entry
+        return _download_locked(source, cache, sandbox, batch, concurrency, progress)
+
+
+def _download_locked(
+    source: PartSource,
+    cache: Cache,
+    sandbox: str,
+    batch: BatchInfo,
+    concurrency: int,
+    progress: bool,
+) -> CacheEntry:
+    parts = list(source.list_parts(batch))
+    writer = cache.writer(sandbox, batch, parts)
+    missing = writer.missing()
+    total = sum(p.size for p in missing)
+    logger.info(
+        "batch %s: %d parts listed, %d to fetch (%d bytes)",
+        batch.batch_id,
+        len(parts),
+        len(missing),
+        total,
+    )
+    started = time.monotonic()
+    with _progress_bar(total, batch.batch_id, enabled=progress and bool(missing)) as bar:
+        _fetch_all(source, writer, missing, concurrency, bar)
+    if missing:
+        elapsed = time.monotonic() - started
+        logger.info("batch %s: fetched %d bytes in %.1f s", batch.batch_id, total, elapsed)
+    return writer.finish()
+
+
+def _fetch_all(
+    source: PartSource,
+    writer: EntryWriter,
+    parts: list[RemotePart],
+    concurrency: int,
+    bar: Any,
+) -> None:
+    if not parts:
+        return
+    bar = _LockedBar(bar)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="cai") as pool:
+        futures = [pool.submit(_fetch_one, source, writer, part, bar) for part in parts]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        for future in done:
+            future.result()
+
+
+def _fetch_one(source: PartSource, writer: EntryWriter, part: RemotePart, bar: Any) -> None:
+    partial = writer.partial_path(part)
+    start = partial.stat().st_size if partial.exists() else 0
+    if start > part.size:
+        start = 0
+    with open(partial, "r+b" if start else "wb") as out:
+        out.seek(start)
+        out.truncate()
+        if start:
+            bar.update(start)
+        began = source.fetch_part(part, out, start=start, on_bytes=bar.update)
+        if began != start and start:
+            bar.update(-start)
+    writer.commit_part(part)
+    logger.debug("part %s is whole (%d bytes)", part.name, part.size)
+
+
+class _LockedBar:
+    """Serialises progress updates from the download threads."""
+
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+        self._lock = threading.Lock()
+
+    def update(self, n: int) -> None:
+        with self._lock:
+            self._bar.update(n)
+
+
+@contextmanager
+def _progress_bar(total: int, batch_id: str, *, enabled: bool) -> Iterator[Any]:
+    bar = tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=f"batch {batch_id[:12]}",
+        disable=not enabled,
+        leave=False,
+    )
+    try:
+        yield bar
+    finally:
+        bar.close()
