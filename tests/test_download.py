@@ -1,0 +1,205 @@
+"""The downloader and the cache, driven by an in-memory part source."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from cai_frames.cache import MANIFEST_NAME, PARTIAL_SUFFIX, Cache
+from cai_frames.download import download_batch
+from cai_frames.errors import CacheError, ConfigurationError, DownloadError, UnsafeFileNameError
+from cai_frames.source import BatchInfo, PartSource, RemotePart
+
+DATASET = "5cd9146b31dae914b75f654f"
+
+
+class MemorySource:
+    """A part source holding its parts in memory, counting what it is asked."""
+
+    def __init__(self, parts: dict[str, bytes], batch_id: str = "01E5QSWCAASFQ054FNBKYV6TIQ"):
+        self.parts = parts
+        self.batch = BatchInfo(
+            dataset_id=DATASET,
+            batch_id=batch_id,
+            catalog_id=batch_id,
+            status="success",
+            created=1586715571217,
+            record_count=10,
+            metadata={"status": "success", "createdClient": "acp_foundation_push"},
+        )
+        self.listed_sizes: dict[str, int] = {}
+        self.fetches: list[tuple[str, int]] = []
+        self.resolves = 0
+        self.lock = threading.Lock()
+
+    def resolve_batch(self, dataset_id: str, batch_id: str | None = None) -> BatchInfo:
+        self.resolves += 1
+        return self.batch
+
+    def list_parts(self, batch: BatchInfo) -> Iterable[RemotePart]:
+        for name, data in self.parts.items():
+            size = self.listed_sizes.get(name, len(data))
+            yield RemotePart(name=name, size=size, file_id="f-1", url=f"mem://{name}")
+
+    def fetch_part(
+        self,
+        part: RemotePart,
+        out: BinaryIO,
+        *,
+        start: int = 0,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> int:
+        with self.lock:
+            self.fetches.append((part.name, start))
+        data = self.parts[part.name][start:]
+        out.write(data)
+        if on_bytes:
+            on_bytes(len(data))
+        return start
+
+
+def _parts(count: int) -> dict[str, bytes]:
+    return {f"part-{i:05d}-c000.snappy.parquet": bytes([i]) * (100 + i) for i in range(count)}
+
+
+def _download(source: PartSource, cache: Cache) -> object:
+    return download_batch(source, cache, sandbox="prod", dataset_id=DATASET, progress=False)
+
+
+def test_source_memory_fake_satisfies_protocol() -> None:
+    assert isinstance(MemorySource({}), PartSource)
+
+
+def test_download_batch_fresh_cache_writes_every_part_and_manifest(tmp_path: Path) -> None:
+    source = MemorySource(_parts(5))
+    cache = Cache(tmp_path)
+
+    entry = download_batch(source, cache, sandbox="prod", dataset_id=DATASET, progress=False)
+
+    folder = tmp_path / "prod" / DATASET / source.batch.batch_id
+    assert entry.path == folder
+    assert entry.parts == tuple(sorted(source.parts))
+    for name, data in source.parts.items():
+        assert (folder / name).read_bytes() == data
+    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    assert manifest["complete"] is True
+    assert [p["name"] for p in manifest["parts"]] == sorted(source.parts)
+    assert [p["size"] for p in manifest["parts"]] == [100 + i for i in range(5)]
+    assert manifest["catalog"] == {"status": "success", "createdClient": "acp_foundation_push"}
+    assert not list(folder.glob("*" + PARTIAL_SUFFIX))
+
+
+def test_download_batch_already_cached_fetches_nothing(tmp_path: Path) -> None:
+    source = MemorySource(_parts(3))
+    cache = Cache(tmp_path)
+    first = _download(source, cache)
+    source.fetches.clear()
+
+    second = _download(source, cache)
+
+    assert source.fetches == []
+    assert second == first
+
+
+def test_download_batch_interrupted_entry_resumes_missing_parts_only(tmp_path: Path) -> None:
+    source = MemorySource(_parts(4))
+    cache = Cache(tmp_path)
+    folder = tmp_path / "prod" / DATASET / source.batch.batch_id
+    folder.mkdir(parents=True)
+    names = sorted(source.parts)
+    (folder / names[0]).write_bytes(source.parts[names[0]])
+    (folder / (names[1] + PARTIAL_SUFFIX)).write_bytes(source.parts[names[1]][:40])
+
+    _download(source, cache)
+
+    assert sorted(source.fetches) == [(names[1], 40), (names[2], 0), (names[3], 0)]
+    assert (folder / names[1]).read_bytes() == source.parts[names[1]]
+
+
+def test_download_batch_size_mismatch_raises_and_leaves_entry_incomplete(tmp_path: Path) -> None:
+    source = MemorySource(_parts(2))
+    bad = sorted(source.parts)[1]
+    source.listed_sizes[bad] = 999
+    cache = Cache(tmp_path)
+
+    with pytest.raises(DownloadError, match=f"{bad} .* 101 bytes but the listing says 999"):
+        _download(source, cache)
+
+    folder = tmp_path / "prod" / DATASET / source.batch.batch_id
+    assert not (folder / MANIFEST_NAME).exists()
+    assert not (folder / bad).exists()
+    assert not (folder / (bad + PARTIAL_SUFFIX)).exists()
+    assert cache.get("prod", DATASET, source.batch.batch_id) is None
+
+
+def test_download_batch_path_like_name_refused_before_writing(tmp_path: Path) -> None:
+    source = MemorySource({"../escape.parquet": b"x" * 10})
+    cache = Cache(tmp_path)
+
+    with pytest.raises(UnsafeFileNameError, match="escape.parquet"):
+        _download(source, cache)
+
+    assert source.fetches == []
+    assert not (tmp_path / "prod" / DATASET / "escape.parquet").exists()
+    assert not (tmp_path / "prod" / "escape.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    "batch_id",
+    ["../up", "a/b", "", "..", "nul\x00"],
+    ids=["dotdot", "slash", "empty", "dots", "nul"],
+)
+def test_cache_entry_path_unsafe_batch_id_refused(tmp_path: Path, batch_id: str) -> None:
+    with pytest.raises(ConfigurationError, match="batch ID"):
+        Cache(tmp_path).entry_path("prod", DATASET, batch_id)
+
+
+def test_cache_get_part_removed_after_completion_is_not_trusted(tmp_path: Path) -> None:
+    source = MemorySource(_parts(3))
+    cache = Cache(tmp_path)
+    entry = _download(source, cache)
+    assert entry is not None
+    (tmp_path / "prod" / DATASET / source.batch.batch_id / sorted(source.parts)[2]).unlink()
+
+    assert cache.get("prod", DATASET, source.batch.batch_id) is None
+    assert cache.latest("prod", DATASET) is None
+
+
+def test_cache_latest_picks_newest_batch_by_catalog_time(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    older = MemorySource(_parts(1), batch_id="older")
+    newer = MemorySource(_parts(1), batch_id="newer")
+    newer.batch = BatchInfo(**{**newer.batch.__dict__, "created": older.batch.created + 1})
+    _download(newer, cache)
+    _download(older, cache)
+
+    latest = cache.latest("prod", DATASET)
+
+    assert latest is not None and latest.batch_id == "newer"
+    assert [e.batch_id for e in cache.entries()] == ["newer", "older"]
+
+
+def test_cache_clear_dataset_removes_its_entries_and_reports_bytes(tmp_path: Path) -> None:
+    source = MemorySource(_parts(3))
+    cache = Cache(tmp_path)
+    _download(source, cache)
+    manifest = tmp_path / "prod" / DATASET / source.batch.batch_id / MANIFEST_NAME
+    expected = sum(len(d) for d in source.parts.values()) + manifest.stat().st_size
+
+    freed = cache.clear(sandbox="prod", dataset_id=DATASET)
+
+    assert freed == expected
+    assert cache.entries() == []
+
+
+def test_entry_writer_finish_with_missing_part_raises(tmp_path: Path) -> None:
+    source = MemorySource(_parts(2))
+    writer = Cache(tmp_path).writer("prod", source.batch, list(source.list_parts(source.batch)))
+
+    with pytest.raises(CacheError, match="2 part\\(s\\) missing"):
+        writer.finish()
