@@ -11,6 +11,8 @@
     ├── NoBatchError (LookupError)           the dataset has no successful batch to load
     ├── UnsafeFileNameError (ValueError)     the server named a file that is not a plain name
     ├── DownloadError                        a part could not be fetched completely
+    ├── PartReadError (OSError)              a part on disk is not readable parquet
+    ├── SchemaError (ValueError)             the data does not have the shape asked for
     └── CacheError (OSError)                 the local cache cannot give what was asked
         └── CacheMissError (FileNotFoundError)   offline, and nothing complete is cached
 
@@ -78,6 +80,15 @@ class UnsafeFileNameError(CaiFramesError, ValueError):
 
 class DownloadError(CaiFramesError):
     """A part could not be fetched completely (wrong size, or not readable as parquet)."""
+
+
+class PartReadError(CaiFramesError, OSError):
+    """A part on disk is not readable parquet; the message names the file."""
+
+
+class SchemaError(CaiFramesError, ValueError):
+    """The data does not hold what was asked: no Customer AI scores, clashing column types
+    across parts, an unknown column name, or a parquet feature that cannot be decoded."""
 
 
 class CacheError(CaiFramesError, OSError):
