@@ -261,7 +261,8 @@ class PlatformSession:
         try:
             return response.json()
         except ValueError:
-            snippet = self._scrub(response.text[:80])
+            sent = response.request.headers.get("Authorization", "")
+            snippet = scrub(self._scrub(response.text[:80]), [sent.removeprefix("Bearer ")])
             redacted = redact_url(response.url or self.url_for(url))
             raise ApiError(
                 f"GET {redacted} answered {response.status_code} with a body that is not "
@@ -274,6 +275,7 @@ class PlatformSession:
 
     def _send(self, call: _Call, token: str) -> requests.Response:
         """One round trip (urllib3 retries included), logged and with errors wrapped."""
+        call.tokens.append(token)
         headers = self._headers(token, call.headers)
         redacted = redact_url(call.url)
         logger.debug("%s %s headers=%s", call.method, redacted, redact_headers(headers))
@@ -291,7 +293,7 @@ class PlatformSession:
         except requests.RequestException as exc:
             raise TransportError(
                 f"{call.method} {redacted} got no answer: {type(exc).__name__}: "
-                f"{self._scrub(str(exc))}. Check the network and "
+                f"{self._scrub(str(exc), call)}. Check the network and "
                 f"{ENV_VARS['platform_url']}; retries were already made."
             ) from exc
         elapsed_ms = (time.monotonic() - started) * 1000
@@ -312,7 +314,7 @@ class PlatformSession:
         """Handle a 401: fetch a new token once and repeat; refuse a second 401."""
         code, message = _server_detail(refused)
         refused.close()
-        reason = self._scrub(_reason(code, message))
+        reason = self._scrub(_reason(code, message), call)
         self.tokens.invalidate(token)
         if not self.tokens.can_renew:
             raise AuthenticationError(
@@ -330,7 +332,7 @@ class PlatformSession:
         response.close()
         raise AuthenticationError(
             f"the platform refused a freshly fetched token for {call.method} "
-            f"{redact_url(call.url)} ({self._scrub(_reason(code, message))}). Check "
+            f"{redact_url(call.url)} ({self._scrub(_reason(code, message), call)}). Check "
             f"AEP_CLIENT_ID and AEP_ORG_ID (the credential must belong to that org) and "
             f"that the credential's project includes the Experience Platform API."
         )
@@ -341,12 +343,12 @@ class PlatformSession:
         response.close()
         status = response.status_code
         url = redact_url(response.url or call.url)
-        message = self._scrub(message) if message else None
+        message = self._scrub(message, call) if message else None
         text = f"{call.method} {url} answered {status} {response.reason or ''}".rstrip()
         if code or message:
             text += f": {_reason(code, message)}"
         text += _attempts_note(response, prefix=" ")
-        hint = GATEWAY_HINTS.get(code or "") or (FORBIDDEN_HINT if status == 403 else "")
+        hint = GATEWAY_HINTS.get(code or "") or _status_hint(status)
         if hint:
             text += f"; {hint}"
         error_type = NotFoundError if status == 404 else ApiError
@@ -363,8 +365,10 @@ class PlatformSession:
         headers.update(extra or {})
         return headers
 
-    def _scrub(self, text: str) -> str:
-        return scrub(text, (self.settings.client_secret, self.settings.access_token))
+    def _scrub(self, text: str, call: _Call | None = None) -> str:
+        """``text`` without the client secret or any token, in case a server echoed one."""
+        tokens = call.tokens if call is not None else []
+        return scrub(text, (self.settings.client_secret, self.settings.access_token, *tokens))
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -387,7 +391,7 @@ class PlatformSession:
 class _Call:
     """What is needed to send one request again after a token refresh."""
 
-    __slots__ = ("method", "url", "params", "headers", "json", "stream", "timeout")
+    __slots__ = ("method", "url", "params", "headers", "json", "stream", "timeout", "tokens")
 
     def __init__(
         self,
@@ -406,6 +410,8 @@ class _Call:
         self.json = json
         self.stream = stream
         self.timeout = timeout
+        # Every token sent for this call, so that an echo of one in an answer is removed.
+        self.tokens: list[str] = []
 
 
 def _server_detail(response: requests.Response) -> tuple[str | None, str | None]:
@@ -428,6 +434,14 @@ def _server_detail(response: requests.Response) -> tuple[str | None, str | None]
             parts = [str(body[k]) for k in ("title", "detail") if body.get(k)]
             return None, ": ".join(parts) or None
     return None, str(body)[:200]
+
+
+def _status_hint(status: int) -> str:
+    if status == 403:
+        return FORBIDDEN_HINT
+    if status in RETRY_STATUSES:
+        return "the platform is busy or failing; try again later"
+    return ""
 
 
 def _reason(code: str | None, message: str | None) -> str:
