@@ -29,6 +29,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
+from . import names
 from .catalog import Catalog
 from .errors import ApiError, DownloadError, TransportError, UnsafeFileNameError
 from .http import PlatformSession
@@ -44,9 +45,6 @@ CHUNK_SIZE = 1 << 20
 MAX_PAGES = 10_000
 MAX_DEPTH = 8
 
-# Longest name most file systems accept, in UTF-8 bytes.
-MAX_NAME_BYTES = 255
-
 # Names Windows gives to devices whatever the extension, so they can never be files.
 _WINDOWS_DEVICES = frozenset(
     {"con", "prn", "aux", "nul"} | {f"{p}{i}" for p in ("com", "lpt") for i in range(10)}
@@ -57,19 +55,23 @@ _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 def check_file_name(name: object) -> str:
     """Return ``name`` if it is a plain file name, safe to join to a cache folder.
 
-    Refused: anything but a non-empty string, ``.`` and ``..``, separators (``/``,
-    ``\\``), NUL and other control characters, ``:`` (drive letters such as ``C:x`` and
-    NTFS streams), trailing dots or spaces (Windows drops them), Windows device names
-    (``CON``, ``NUL.parquet``, ...) and names longer than 255 UTF-8 bytes.
+    The shared rule of :func:`cai_frames.names.check_file_name` (the one the cache
+    applies: no separators, NUL or control characters, ``:``, surrounding spaces, ``.``,
+    ``..`` or empty) comes first. A listed name must also pass what only some file
+    systems refuse, so a batch lands the same way on every one of them: no other
+    control or invisible format character, no trailing dot (Windows drops it, so
+    ``a.parquet.`` would overwrite ``a.parquet``), no Windows device name
+    (``CON``, ``NUL.parquet``, ...).
 
     Raises:
         UnsafeFileNameError: The name is not a plain file name; the message shows it.
     """
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str):
         raise UnsafeFileNameError(
-            f"the platform listed a file with an empty or missing name ({name!r}); "
-            f"refusing to download the batch."
+            f"the platform listed a file whose name is {name!r}, not a string; refusing "
+            f"to download the batch."
         )
+    names.check_file_name(name)
     problem = _name_problem(name)
     if problem:
         raise UnsafeFileNameError(
@@ -80,21 +82,13 @@ def check_file_name(name: object) -> str:
 
 
 def _name_problem(name: str) -> str | None:
-    """Why ``name`` is not a plain file name, or ``None``."""
-    if name in (".", ".."):
-        return "is a folder reference"
-    if "/" in name or "\\" in name:
-        return "contains a path separator"
+    """What, beyond the shared rule, keeps ``name`` from being a portable file name."""
     if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
-        return "contains a control character"
-    if ":" in name:
-        return "contains ':' (a drive letter or stream name)"
-    if name[-1] in ". " or name[0] == " ":
-        return "starts with a space or ends with a dot or space"
+        return "contains a control or invisible format character"
+    if name.endswith("."):
+        return "ends with a dot"
     if name.split(".", 1)[0].lower() in _WINDOWS_DEVICES:
         return "is a reserved device name"
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        return f"is longer than {MAX_NAME_BYTES} bytes"
     return None
 
 
