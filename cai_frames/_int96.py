@@ -342,7 +342,8 @@ def fix_int96_columns(table: pa.Table, path: Path, metadata: pq.FileMetaData) ->
     """
     for index in int96_columns(metadata):
         names = metadata.schema.column(index).path.split(".")
-        if not has_leaf(table.schema, names):
+        repeated = metadata.schema.column(index).max_repetition_level > 0
+        if not has_leaf(table.schema, names) and not (repeated and names[0] in table.schema.names):
             continue
         exact = decode_column(path, metadata, index)
         position = table.schema.get_field_index(names[0])

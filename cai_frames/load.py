@@ -48,7 +48,10 @@ __all__ = [
     "load_table",
     "merge_tables",
     "read_parts",
+    "footer_schemas",
+    "int96_paths",
     "read_schema",
+    "unify_footers",
     "tidy_columns_needed",
     "tidy_table",
     "to_pandas",
@@ -64,6 +67,7 @@ TypePath = tuple[Step, ...]
 _UNITS = ("ns", "us", "ms", "s")
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _INT64_MAX = 2**63 - 1
+_INT96_KEY = b"cai_frames.int96"
 
 
 def load_table(
@@ -130,10 +134,32 @@ def read_schema(paths: Sequence[Path | str]) -> pa.Schema:
         SchemaError: A column has clashing types across parts.
     """
     files = [Path(p) for p in paths]
-    schemas = _map_parts(_footer_schema, files)
+    return unify_footers([_int96_as_utc(schema) for schema in footer_schemas(files)], files)
+
+
+def footer_schemas(paths: Sequence[Path | str]) -> list[pa.Schema]:
+    """Each part's Arrow schema as its footer gives it (INT96 shows as naive nanoseconds).
+
+    Raises:
+        PartReadError: A part is not readable parquet.
+    """
+    return _map_parts(_footer_schema, [Path(p) for p in paths])
+
+
+def unify_footers(schemas: Sequence[pa.Schema], sources: Sequence[Path]) -> pa.Schema:
+    """The merged schema of parts with these schemas (see the module docstring).
+
+    Timestamp units are merged from the schemas alone here, without the values check
+    :func:`merge_tables` makes.
+
+    Raises:
+        SchemaError: A column has clashing types across parts.
+    """
+    if not schemas:
+        return pa.schema([])
     if all(schema.equals(schemas[0]) for schema in schemas[1:]):
         return schemas[0]
-    return _relax(_unify(schemas, files))
+    return _relax(_unify(schemas, sources))
 
 
 def to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -196,12 +222,23 @@ def _unreadable(path: Path, error: BaseException) -> PartReadError:
 def _footer_schema(path: Path) -> pa.Schema:
     part = _open(path)
     schema = part.schema_arrow
-    for index in _int96.int96_columns(part.metadata):
-        names = part.metadata.schema.column(index).path.split(".")
-        steps = tuple(("f", name) for name in names)
+    int96 = [part.metadata.schema.column(i).path for i in _int96.int96_columns(part.metadata)]
+    return schema.with_metadata({**(schema.metadata or {}), _INT96_KEY: json.dumps(int96)})
+
+
+def _int96_as_utc(schema: pa.Schema) -> pa.Schema:
+    """The footer schema with INT96 leaves typed as :func:`read_parts` returns them."""
+    for column in int96_paths(schema):
+        names = column.split(".")
         if _int96.has_leaf(schema, names):
-            schema = _set_schema_type(schema, steps, _int96.UTC_MICROS)
+            schema = _set_schema_type(schema, tuple(("f", n) for n in names), _int96.UTC_MICROS)
     return schema
+
+
+def int96_paths(schema: pa.Schema) -> list[str]:
+    """The dotted paths of INT96 leaves recorded in a :func:`footer_schemas` schema."""
+    paths: list[str] = json.loads((schema.metadata or {}).get(_INT96_KEY, b"[]"))
+    return paths
 
 
 def _read_part(path: Path, columns: list[str] | None) -> pa.Table:
@@ -225,9 +262,10 @@ def _check_found(columns: list[str], tables: list[pa.Table], files: list[Path]) 
     present = {name for table in tables for name in table.schema.names}
     missing = [c for c in columns if c.split(".")[0] not in present]
     if missing and files:
+        held = sorted({name for schema in footer_schemas(files) for name in schema.names})
         raise SchemaError(
             f"column(s) {missing} are in none of the {len(files)} parts; the parts hold "
-            f"{sorted(present) or 'no such columns'}. Pick names from that list."
+            f"{held}. Pick names from that list."
         )
 
 
