@@ -90,12 +90,13 @@ class Emulator:
             data_dir: Folder for generated data, kept and reused across runs; ``None``
                 uses a temporary folder removed on :meth:`stop`.
         """
-        named = default_specs() if datasets is None else {s.name: s for s in datasets}
-        specs = list(named.values()) if datasets is None else list(datasets)
-        self._specs = [
-            s if s.seed is not None else dataclasses.replace(s, seed=seed) for s in specs
-        ]
-        self._keys = {key: spec.dataset_id for key, spec in named.items()}
+        defaults = default_specs()
+        specs = list(defaults.values()) if datasets is None else list(datasets)
+        self._specs = [_seeded(spec, seed) for spec in specs]
+        served = {spec.dataset_id for spec in specs}
+        self._keys = {spec.name: spec.dataset_id for spec in specs}
+        self._keys.update((k, s.dataset_id) for k, s in defaults.items() if s.dataset_id in served)
+        self._keys.update((dataset_id, dataset_id) for dataset_id in served)
         self._host, self._port = host, port
         credentials = Credentials(client_id, client_secret, org_id, sandbox)
         self.gateway = Gateway(credentials, token_ttl)
@@ -120,8 +121,9 @@ class Emulator:
     def start(self) -> Emulator:
         """Generate the data, bind the port and serve in a background thread."""
         server = self._bind()
+        # A short poll interval lets stop() return promptly, which keeps test teardown fast.
         self._thread = threading.Thread(
-            target=server.serve_forever, name="cai-frames-emulator", daemon=True
+            target=server.serve_forever, args=(0.05,), name="cai-frames-emulator", daemon=True
         )
         self._thread.start()
         return self
@@ -199,8 +201,10 @@ class Emulator:
         return [spec.dataset_id for spec in self._specs]
 
     def dataset_id(self, key: str) -> str:
-        """Return a dataset ID by its short name (``churn``, ``legacy``, ``multi``,
-        ``failed`` in the demo set) or, for given specs, by its ``name``.
+        """Return a served dataset's ID by its name, or its demo short name.
+
+        The demo datasets answer to ``churn``, ``legacy``, ``multi`` and ``failed``
+        whenever they are served; every dataset answers to its ``name`` and its ID.
 
         Raises:
             KeyError: No dataset is known by ``key``.
