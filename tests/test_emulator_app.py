@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -346,3 +347,13 @@ def test_served_part_reads_with_pyarrow(
     assert pq.read_metadata(target).num_rows == len(
         pq.read_table(emu.parts(emu.dataset_id("churn"))[0])
     )
+
+
+def test_emulator_serve_forever_returns_after_stop() -> None:
+    emu = Emulator([NO_MARKERS]).start()
+    stopper = threading.Timer(0.3, emu.stop)
+    stopper.start()
+    emu.serve_forever()
+    stopper.join()
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = emu.platform_url

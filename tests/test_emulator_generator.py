@@ -227,3 +227,7 @@ def test_emulator_stop_removes_temp_data_and_prints_nothing(
         assert folder.is_dir()
     assert not folder.exists()
     assert capfd.readouterr() == ("", "")
+
+
+def test_spec_schema_drift_is_drift() -> None:
+    assert DatasetSpec(schema_drift=True).drift and DatasetSpec(drift=True).schema_drift

@@ -129,10 +129,19 @@ class Emulator:
         return self
 
     def serve_forever(self) -> None:
-        """Generate the data, bind the port and serve in this thread until :meth:`stop`."""
+        """Serve until :meth:`stop` is called or the thread is interrupted.
+
+        Starts serving in this thread when the emulator is not running yet; when it is
+        (inside ``with``), waits for the background server instead, so Ctrl-C works.
+        """
+        thread = self._thread
+        if thread is not None:
+            while thread.is_alive():
+                thread.join(0.2)
+            return
         server = self._bind()
         try:
-            server.serve_forever()
+            server.serve_forever(0.05)
         finally:
             self._close()
 

@@ -48,7 +48,9 @@ class DatasetSpec:
         markers: Write ``_SUCCESS``, ``_started_*``, ``_committed_*`` and ``.crc`` files.
         timestamp: ``"micros"`` for TIMESTAMP_MICROS, ``"int96"`` for Spark's legacy INT96.
         seed: Seed of the data and IDs; ``None`` takes the emulator's seed.
-        drift: Vary the physical schema from part to part (see the generator).
+        drift: Vary the physical schema from part to part (see the writer).
+        schema_drift: The same switch under a second name; either turns it on, and
+            both read back the same.
         file_layout: ``"directory"``: one dataSetFileId lists every file of the run.
             ``"per_file"``: one dataSetFileId per file.
     """
@@ -67,10 +69,14 @@ class DatasetSpec:
     seed: int | None = None
     drift: bool = False
     file_layout: FileLayout = "directory"
+    schema_drift: bool = False
 
     def __post_init__(self) -> None:
         """Check the spec and fill in a derived dataset ID."""
         self._check()
+        drift = self.drift or self.schema_drift
+        object.__setattr__(self, "drift", drift)
+        object.__setattr__(self, "schema_drift", drift)
         if not self.dataset_id:
             digest = random.Random(f"dataset:{self.name}:{self.seed}").getrandbits(96)
             object.__setattr__(self, "dataset_id", f"{digest:024x}")
