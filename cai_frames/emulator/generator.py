@@ -113,22 +113,18 @@ def _fixed_strings(chars: np.ndarray) -> pa.StringArray:
 
 def _hex_strings(words: list[np.ndarray]) -> pa.StringArray:
     """Lower-case hex of each row's uint64 words, 16 characters a word."""
-    shifts = np.arange(60, -4, -4, dtype=np.uint64)
-    nibbles = [(w[:, None] >> shifts[None, :]) & U64(15) for w in words]
-    return _fixed_strings(_HEX[np.concatenate(nibbles, axis=1).astype(np.intp)])
+    raw = np.stack([w.astype(">u8") for w in words], axis=1).view(np.uint8)
+    raw = raw.reshape(len(words[0]), 8 * len(words))
+    chars = np.empty((raw.shape[0], raw.shape[1] * 2), dtype=np.uint8)
+    chars[:, 0::2] = _HEX[raw >> 4]
+    chars[:, 1::2] = _HEX[raw & 15]
+    return _fixed_strings(chars)
 
 
-def _decimal_strings(words: list[np.ndarray]) -> pa.StringArray:
-    """Zero-padded 19-digit decimals of each row's uint64 words, concatenated."""
-    columns = []
-    for word in words:
-        rest = word % U64(10**19)
-        digits = np.empty((len(word), 19), dtype=np.intp)
-        for position in range(18, -1, -1):
-            digits[:, position] = (rest % U64(10)).astype(np.intp)
-            rest //= U64(10)
-        columns.append(digits)
-    return _fixed_strings(_DIGITS[np.concatenate(columns, axis=1)])
+def _decimal_strings(words: list[np.ndarray], width: int) -> pa.StringArray:
+    """``width`` decimal digits per row, one from each byte of the row's uint64 words."""
+    raw = np.stack(words, axis=1).view(np.uint8).reshape(len(words[0]), 8 * len(words))
+    return _fixed_strings(_DIGITS[raw[:, :width] % 10])
 
 
 @dataclass(frozen=True)
@@ -200,7 +196,7 @@ def part_values(spec: DatasetSpec, run: int, index: int) -> PartValues:
     profiles = run_profiles(spec, run, start, start + counts[index])
     seed = spec.data_seed
     record_ids = _hex_strings([_mix(profiles, _mix_int(seed, run, i, 11)) for i in (1, 2)])
-    ecids = _decimal_strings([_mix(profiles, _mix_int(seed, i, 12)) for i in (1, 2)])
+    ecids = _decimal_strings([_mix(profiles, _mix_int(seed, i, 12)) for i in range(5)], 38)
     identity = _identity_map(profiles, ecids, seed)
     identity_obj = run_identity(spec, run)
     started_us = (identity_obj.created + 600) * 1000
