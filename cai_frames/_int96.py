@@ -136,33 +136,75 @@ class _Compact:
 
 
 def decode_rle_hybrid(data: bytes | memoryview, bit_width: int, count: int) -> Int64s:
-    """Decode ``count`` values of parquet's RLE / bit-packed hybrid encoding."""
+    """Decode ``count`` values of parquet's RLE / bit-packed hybrid encoding.
+
+    Only the run headers are read one by one; the values of all runs are then built
+    with two numpy operations (one unpack of every bit-packed byte, one repeat of every
+    RLE value), so random nulls, which make runs of a few values, stay cheap.
+    """
     if bit_width == 0:
         return np.zeros(count, dtype=np.int64)
-    reader = _Compact(data)
     value_bytes = (bit_width + 7) // 8
-    runs: list[Int64s] = []
-    got = 0
+    packed_runs: list[bytes | memoryview] = []
+    repeated: list[int] = []
+    lengths: list[int] = []
+    is_packed: list[bool] = []
+    pos = got = 0
     while got < count:
-        header = reader.varint()
+        header, pos = _varint(data, pos)
         if header & 1:
             size = (header >> 1) * bit_width
-            chunk = reader.data[reader.pos : reader.pos + size]
-            reader.pos += size
-            runs.append(_unpack_bits(chunk, bit_width))
+            packed_runs.append(data[pos : pos + size])
+            pos += size
+            length = (header >> 1) * 8
         else:
-            raw = reader.data[reader.pos : reader.pos + value_bytes]
-            reader.pos += value_bytes
-            runs.append(np.full(header >> 1, int.from_bytes(raw, "little"), dtype=np.int64))
-        got += len(runs[-1])
-    values = np.concatenate(runs) if len(runs) != 1 else runs[0]
-    return values[:count]
+            repeated.append(int.from_bytes(data[pos : pos + value_bytes], "little"))
+            pos += value_bytes
+            length = header >> 1
+        lengths.append(length)
+        is_packed.append(bool(header & 1))
+        got += length
+    return _assemble_runs(packed_runs, repeated, lengths, is_packed, bit_width)[:count]
+
+
+def _varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _assemble_runs(
+    packed_runs: list[bytes | memoryview],
+    repeated: list[int],
+    lengths: list[int],
+    is_packed: list[bool],
+    bit_width: int,
+) -> Int64s:
+    unpacked = _unpack_bits(b"".join(packed_runs), bit_width) if packed_runs else None
+    run_lengths = np.array(lengths, dtype=np.int64)
+    run_packed = np.array(is_packed, dtype=np.bool_)
+    rle = np.repeat(np.array(repeated, dtype=np.int64), run_lengths[~run_packed])
+    if unpacked is None:
+        return rle
+    if not repeated:
+        return unpacked
+    values = np.empty(int(run_lengths.sum()), dtype=np.int64)
+    from_packed = np.repeat(run_packed, run_lengths)
+    values[from_packed] = unpacked
+    values[~from_packed] = rle
+    return values
 
 
 def _unpack_bits(chunk: bytes | memoryview, bit_width: int) -> Int64s:
     bits = np.unpackbits(np.frombuffer(chunk, dtype=np.uint8), bitorder="little")
     weights = np.left_shift(np.int64(1), np.arange(bit_width, dtype=np.int64))
-    return bits.reshape(-1, bit_width).astype(np.int64) @ weights
+    result: Int64s = bits.reshape(-1, bit_width).astype(np.int64) @ weights
+    return result
 
 
 def int96_to_micros(raw: bytes | memoryview, count: int) -> Int64s:

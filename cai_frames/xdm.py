@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -310,14 +312,13 @@ def _identity_columns(
         logger.warning("no identityMap column: profile_id and profile_namespace are null")
         nulls = pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
         return {name: nulls for name in IDENTITY_COLUMNS if name in wanted}
-    ids, namespaces = [], []
-    for chunk in table.column(column).chunks:
-        chunk_ids, chunk_namespaces = primary_identity(chunk)
-        ids.append(chunk_ids)
-        namespaces.append(chunk_namespaces)
+    chunks = table.column(column).chunks
+    # numpy's searches and Arrow's take release the GIL: chunks run in parallel.
+    with ThreadPoolExecutor(max_workers=min(len(chunks), os.cpu_count() or 4) or 1) as pool:
+        picked = list(pool.map(primary_identity, chunks))
     found = {
-        "profile_id": pa.chunked_array(ids, pa.string()),
-        "profile_namespace": pa.chunked_array(namespaces, pa.string()),
+        "profile_id": pa.chunked_array([ids for ids, _ in picked], pa.string()),
+        "profile_namespace": pa.chunked_array([names for _, names in picked], pa.string()),
     }
     return {name: found[name] for name in IDENTITY_COLUMNS if name in wanted}
 
@@ -328,49 +329,51 @@ def primary_identity(identity_map: pa.MapArray) -> tuple[pa.Array, pa.Array]:
     The primary identity is the first with ``primary`` true; a record with none falls
     back to its first identity in map order; a record with no identity gets nulls.
 
+    A record's identities are one contiguous run of the flattened identity structs, so
+    both choices are a binary search per record over the positions that qualify; no
+    array as long as all identities is built beyond two boolean masks.
+
     Args:
         identity_map: ``map<namespace, list<struct<id, ..., primary>>>``, one per record.
 
     Returns:
         The ids and the namespaces, as string arrays as long as ``identity_map``.
     """
-    rows = len(identity_map)
     entries = identity_map.values
+    lists = entries.field(1)
+    identities = lists.values
     row_offsets = np.asarray(identity_map.offsets)
     first, last = int(row_offsets[0]), int(row_offsets[-1])
-    entry_row = np.repeat(np.arange(rows), np.diff(row_offsets))
-    lists = entries.field(1)
     list_offsets = np.asarray(lists.offsets)[first : last + 1]
-    entry_of = np.repeat(np.arange(last - first), np.diff(list_offsets))
-    position = np.arange(list_offsets[0], list_offsets[-1])
-    identities = lists.values
-    usable = (
-        _valid(identity_map)[entry_row[entry_of]]
-        & _valid(lists)[first:last][entry_of]
-        & _valid(identities)[position]
-    )
-    entry_of, position = entry_of[usable], position[usable]
-    record = entry_row[entry_of]
-    chosen = _first_per_record(record, rows)
-    primary = _primary_flags(identities)[position]
-    preferred = _first_per_record(record[primary], rows, np.flatnonzero(primary))
-    chosen = np.where(preferred >= 0, preferred, chosen)
+    span_start = list_offsets[row_offsets[:-1] - first]
+    span_end = np.where(_valid(identity_map), list_offsets[row_offsets[1:] - first], span_start)
+    base = int(list_offsets[0])
+    usable = _valid(identities)[base : int(list_offsets[-1])]
+    if lists.null_count:
+        usable = usable & np.repeat(_valid(lists)[first:last], np.diff(list_offsets))
+    primary = usable & _primary_flags(identities)[base : int(list_offsets[-1])]
+    chosen = _first_in_span(primary, span_start - base, span_end - base)
+    fallback = _first_in_span(usable, span_start - base, span_end - base)
+    chosen = np.where(chosen >= 0, chosen, fallback)
     missing = chosen < 0
-    pick = np.where(missing, 0, chosen)
+    position = np.where(missing, 0, chosen) + base
+    entry = np.searchsorted(list_offsets, position, side="right") - 1 + first
     id_field = _field_named(identities.type, "id")
-    ids = identities.field(id_field).take(pa.array(position[pick], mask=missing))
-    namespaces = entries.field(0).take(pa.array(entry_of[pick] + first, mask=missing))
+    mask = missing if missing.any() else None
+    ids = identities.field(id_field).take(pa.array(position, mask=mask))
+    namespaces = entries.field(0).take(pa.array(entry, mask=mask))
     return ids.cast(pa.string()), namespaces.cast(pa.string())
 
 
-def _first_per_record(
-    record: npt.NDArray[np.int64], rows: int, index: npt.NDArray[np.int64] | None = None
+def _first_in_span(
+    flags: npt.NDArray[np.bool_], start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.int64]:
-    """For each record, the index of its first entry in ``record`` (sorted), else -1."""
-    result = np.full(rows, -1, dtype=np.int64)
-    if len(record):
-        starts = np.flatnonzero(np.r_[True, record[1:] != record[:-1]])
-        result[record[starts]] = starts if index is None else index[starts]
+    """Per span ``[start, end)``, the first index where ``flags`` is true, else -1."""
+    hits = np.flatnonzero(flags)
+    found = np.searchsorted(hits, start)
+    candidate = hits[np.minimum(found, max(len(hits) - 1, 0))] if len(hits) else start
+    inside = (found < len(hits)) & (candidate < end)
+    result: npt.NDArray[np.int64] = np.where(inside, candidate, -1)
     return result
 
 
