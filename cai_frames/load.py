@@ -86,6 +86,8 @@ def load_table(
         SchemaError: The parts hold no Customer AI scores (with ``raw=False``), clash in
             their types, or a column name is unknown.
     """
+    if not paths:
+        raise SchemaError("no parquet parts to load: the batch lists no parts.")
     if raw:
         return read_parts(paths, columns=columns)
     needed = tidy_columns_needed(read_schema(paths), columns)

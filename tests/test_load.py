@@ -290,3 +290,8 @@ def test_to_pandas_every_column_arrow_backed(tmp_path: Path) -> None:
     assert frame["t"].dtype == pd.ArrowDtype(UTC_US)
     assert pa.array(frame["t"]).cast(pa.int64()).to_pylist() == [YEAR_9999_US, 9089380393200000000]
     assert frame["n"].isna().tolist() == [False, True]
+
+
+def test_load_table_no_parts_raises() -> None:
+    with pytest.raises(SchemaError, match="no parquet parts to load"):
+        load.load_table([])
