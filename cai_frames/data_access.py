@@ -13,26 +13,26 @@ which one it is. Pages are chained by ``_links.next``, followed verbatim (the pl
 writes ``:443`` into them); a ``next`` already seen means the listing loops, and
 listing stops with an error rather than spinning.
 
-Every name is checked by :func:`check_file_name` before the listing is handed back, so
-no byte is written for a batch that names a file outside a plain file name. Spark's
-marker files (``_SUCCESS``, ``_committed_*``, ``*.crc``, ...) are left out.
+Every name is checked by :func:`cai_frames.names.check_file_name` (the one rule the
+cache applies too) before the listing is handed back, so no byte is written for a
+batch that names a file outside a plain file name. Spark's marker files
+(``_SUCCESS``, ``_committed_*``, ``*.crc``, ...) are left out.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
-from . import names
 from .catalog import Catalog
 from .errors import ApiError, DownloadError, TransportError, UnsafeFileNameError
 from .http import PlatformSession
+from .names import check_file_name
 from .redaction import redact_url
 from .source import BatchInfo, RemotePart
 
@@ -45,51 +45,7 @@ CHUNK_SIZE = 1 << 20
 MAX_PAGES = 10_000
 MAX_DEPTH = 8
 
-# Names Windows gives to devices whatever the extension, so they can never be files.
-_WINDOWS_DEVICES = frozenset(
-    {"con", "prn", "aux", "nul"} | {f"{p}{i}" for p in ("com", "lpt") for i in range(10)}
-)
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
-
-
-def check_file_name(name: object) -> str:
-    """Return ``name`` if it is a plain file name, safe to join to a cache folder.
-
-    The shared rule of :func:`cai_frames.names.check_file_name` (the one the cache
-    applies: no separators, NUL or control characters, ``:``, surrounding spaces, ``.``,
-    ``..`` or empty) comes first. A listed name must also pass what only some file
-    systems refuse, so a batch lands the same way on every one of them: no other
-    control or invisible format character, no trailing dot (Windows drops it, so
-    ``a.parquet.`` would overwrite ``a.parquet``), no Windows device name
-    (``CON``, ``NUL.parquet``, ...).
-
-    Raises:
-        UnsafeFileNameError: The name is not a plain file name; the message shows it.
-    """
-    if not isinstance(name, str):
-        raise UnsafeFileNameError(
-            f"the platform listed a file whose name is {name!r}, not a string; refusing "
-            f"to download the batch."
-        )
-    names.check_file_name(name)
-    problem = _name_problem(name)
-    if problem:
-        raise UnsafeFileNameError(
-            f"the platform listed a file named {name!r}, which {problem}; it is not a plain "
-            f"file name and is never used as a path, so the batch is not downloaded."
-        )
-    return name
-
-
-def _name_problem(name: str) -> str | None:
-    """What, beyond the shared rule, keeps ``name`` from being a portable file name."""
-    if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
-        return "contains a control or invisible format character"
-    if name.endswith("."):
-        return "ends with a dot"
-    if name.split(".", 1)[0].lower() in _WINDOWS_DEVICES:
-        return "is a reserved device name"
-    return None
 
 
 def skip_reason(name: str, size: int) -> str | None:
