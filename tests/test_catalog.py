@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 import responses
+from _shared import aep_example
 
 from cai_frames.catalog import Catalog
 from cai_frames.errors import NoBatchError, NotFoundError
 from cai_frames.http import PlatformSession, build_retry
 from cai_frames.settings import Settings
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "aep-examples"
 BASE = "https://platform.adobe.io"
 IMS = "https://ims-na1.adobelogin.com/ims/token/v3"
 BATCHES = f"{BASE}/data/foundation/catalog/batches"
@@ -28,7 +27,7 @@ Callback = Callable[[requests.PreparedRequest], tuple[int, dict[str, str], str]]
 
 
 def example_body(name: str) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads((EXAMPLES / name).read_text())["body"]
+    body: dict[str, Any] = aep_example(name)["body"]
     return body
 
 

@@ -7,13 +7,13 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 import responses
+from _shared import aep_example
 
 from cai_frames.data_access import DataAccessSource, check_file_name, skip_reason
 from cai_frames.errors import (
@@ -27,7 +27,6 @@ from cai_frames.http import PlatformSession, build_retry
 from cai_frames.settings import Settings
 from cai_frames.source import BatchInfo, PartSource, RemotePart
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "aep-examples"
 BASE = "https://platform.adobe.io"
 LINK_BASE = "https://platform.adobe.io:443"  # what the platform writes into its links
 IMS = "https://ims-na1.adobelogin.com/ims/token/v3"
@@ -118,10 +117,8 @@ def test_list_parts_batch_listing_paged_every_file_followed(source: DataAccessSo
 
 @responses.activate
 def test_list_parts_documented_bodies_directory_then_file(source: DataAccessSource) -> None:
-    batch_body = json.loads(
-        (EXAMPLES / "data-access__get-batch-files__customer-ai-old.json").read_text()
-    )
-    file_body = json.loads((EXAMPLES / "data-access__get-files__file.json").read_text())
+    batch_body = aep_example("data-access__get-batch-files__customer-ai-old")
+    file_body = aep_example("data-access__get-files__file")
     responses.get(f"{BASE}{EXPORT}/batches/b-1/files", json=batch_body["body"])
     file_id = batch_body["body"]["data"][0]["dataSetFileId"]
     responses.get(f"{BASE}{EXPORT}/files/{file_id}", json=file_body["body"])

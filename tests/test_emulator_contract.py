@@ -7,17 +7,15 @@ with the same JSON type, the same status, and the documented header names.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from _shared import aep_example
 
 from cai_frames.emulator import DatasetSpec, Emulator, default_specs
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "aep-examples"
 BATCHES = "/data/foundation/catalog/batches"
 EXPORT = "/data/foundation/export"
 DIRECTORY_SPEC = DatasetSpec(name="Customer AI Scores - Paged", rows=390, parts=130)
@@ -65,8 +63,7 @@ def test_assert_same_shape_placeholder_and_extra_keys_pass() -> None:
 
 def example(name: str) -> dict[str, Any]:
     """Load one documented example response."""
-    loaded: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
-    return loaded
+    return aep_example(name)
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 import pyarrow as pa
 import pytest
+from _shared import SHARED_DIR
 
 from cai_frames import load
 from cai_frames.errors import PartReadError
 
-FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "parquet-testing"
+FOLDER = SHARED_DIR / "parquet-testing"
 DATA = FOLDER / "data"
 
 pytestmark = pytest.mark.skipif(
