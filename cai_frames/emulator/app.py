@@ -6,6 +6,8 @@ Routes (paths exactly as on ``platform.adobe.io`` and ``ims-na1.adobelogin.com``
     GET  /data/foundation/catalog/batches            objects keyed by catalog ID
     GET  /data/foundation/catalog/batches/{id}
     GET  /data/foundation/catalog/dataSets/{id}
+    POST /data/foundation/catalog/dataSets, /data/core/ups/export/jobs[/{id}]
+                                                     see cai_frames.emulator.segmentation
     GET  /data/foundation/export/batches/{batchId}/files
     GET  /data/foundation/export/files/{fileId}      listing; with ?path= the bytes
     HEAD /data/foundation/export/files/{fileId}?path=
@@ -64,6 +66,7 @@ from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
 
 from cai_frames.emulator.gateway import Gateway
+from cai_frames.emulator.segmentation import SEGMENTATION_RULES, SegmentationRoutes
 from cai_frames.emulator.state import Batch, PlatformState, ServedFile
 
 logger = logging.getLogger(__name__)
@@ -113,6 +116,7 @@ URLS = Map(
         Rule("/data/foundation/catalog/dataSets/<dataset_id>", endpoint="dataset"),
         Rule(f"{EXPORT}/batches/<batch_id>/files", endpoint="batch_files"),
         Rule(f"{EXPORT}/files/<file_id>", endpoint="file"),
+        *SEGMENTATION_RULES,
     ]
 )
 
@@ -151,8 +155,12 @@ def _int_arg(request: Request, name: str, default: int, low: int, high: int | No
     return value
 
 
-class EmulatorApp:
-    """Routes requests to the platform state, behind the gateway checks."""
+class EmulatorApp(SegmentationRoutes):
+    """Routes requests to the platform state, behind the gateway checks.
+
+    The audience-export routes come from
+    :class:`~cai_frames.emulator.segmentation.SegmentationRoutes`.
+    """
 
     def __init__(self, state: PlatformState, gateway: Gateway, log: RequestLog) -> None:
         """Serve ``state`` to callers ``gateway`` lets through; record calls in ``log``."""

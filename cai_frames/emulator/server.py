@@ -16,7 +16,9 @@ import pyarrow as pa
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from cai_frames.emulator.app import EmulatorApp, RecordedRequest, RequestLog
+from cai_frames.emulator.audience import SegmentSpec, audience_truth
 from cai_frames.emulator.gateway import Credentials, Gateway
+from cai_frames.emulator.segmentation import ExportJobs, build_exports
 from cai_frames.emulator.spec import DatasetSpec, default_specs
 from cai_frames.emulator.state import Batch, Dataset, PlatformState
 from cai_frames.emulator.truth import truth_frame, truth_table
@@ -104,6 +106,7 @@ class Emulator:
         self._temp_dir: Path | None = None
         self._log = RequestLog()
         self._state: PlatformState | None = None
+        self._exports: ExportJobs | None = None
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -154,6 +157,10 @@ class Emulator:
         assert root is not None
         self._state = PlatformState(self._specs, root)
         app = EmulatorApp(self._state, self.gateway, self._log)
+        self._exports = build_exports(
+            self._state, root / "_exports", self.gateway.credentials.org_id
+        )
+        app.exports = self._exports
         self._server = make_server(
             self._host, self._port, app, threaded=True, request_handler=_QuietHandler
         )
@@ -269,6 +276,33 @@ class Emulator:
         """Like :meth:`truth`, as an arrow table with the tidy arrow types."""
         batch = self._batch(dataset_id, batch_id)
         return truth_table(batch.spec, batch.identity.run)
+
+    @property
+    def exports(self) -> ExportJobs:
+        """The export jobs and their switches (see :mod:`cai_frames.emulator.segmentation`)."""
+        if self._exports is None:
+            raise RuntimeError("the emulator has not started; use it as a context manager")
+        return self._exports
+
+    def segments(self) -> list[SegmentSpec]:
+        """The segments audience exports can name, over the first scored dataset's profiles."""
+        population = self.exports.population
+        return [] if population is None else list(population.segments.values())
+
+    def audience_truth(self, segment_id: str, fields: str | None = None) -> pd.DataFrame:
+        """The tidy rows an export of ``segment_id`` with ``fields`` should load as.
+
+        See :func:`cai_frames.emulator.audience.audience_truth`; rows in no set order.
+
+        Raises:
+            KeyError: No such segment.
+        """
+        population = self.exports.population
+        if population is None or segment_id not in population.segments:
+            raise KeyError(
+                f"no segment {segment_id!r}; known: {[s.segment_id for s in self.segments()]}"
+            )
+        return audience_truth(population, segment_id, fields)
 
     @property
     def requests(self) -> list[RecordedRequest]:
