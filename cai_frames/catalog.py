@@ -90,6 +90,19 @@ class Catalog:
             f"scoring run to succeed, or pass batch_id= for a given batch."
         )
 
+    def successful_batches(self, dataset_id: str) -> list[BatchInfo]:
+        """Every batch of ``dataset_id`` whose status is ``success``, newest first.
+
+        Read up to the page bound, so a dataset with more than
+        ``page_limit * max_pages`` successful runs gives only the newest of them.
+        """
+        return [
+            batch_info(dataset_id, record)
+            for page in self._pages(dataset_id, status=SUCCESS)
+            for record in page
+            if _status(record) == SUCCESS
+        ]
+
     def get_batch(self, dataset_id: str, batch_id: str) -> BatchInfo:
         """Return the batch ``batch_id`` of ``dataset_id``, which must be successful.
 

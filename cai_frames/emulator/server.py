@@ -252,6 +252,22 @@ class Emulator:
         done = [b for b in self._dataset(dataset_id).batches if b.status == "success"]
         return done[-1].batch_id if done else None
 
+    def advance(self, dataset_id: str) -> str:
+        """Publish the dataset's next scoring run, a week after the one before.
+
+        The new batch names the previous one in ``replay.predecessors`` (newer layout);
+        with the spec's ``delete_replaced`` the earlier successful runs are deleted.
+
+        Returns:
+            The new run's data batch ID.
+
+        Raises:
+            KeyError: The dataset is not served.
+            ValueError: Every run of the spec is published already.
+        """
+        self._dataset(dataset_id)
+        return self._require_state().publish(dataset_id).batch_id
+
     def parts(self, dataset_id: str, batch_id: str | None = None) -> list[Path]:
         """Local paths of a batch's parquet parts, in file-name order."""
         batch = self._batch(dataset_id, batch_id)
@@ -260,6 +276,8 @@ class Emulator:
 
     def truth(self, dataset_id: str, batch_id: str | None = None) -> pd.DataFrame:
         """The tidy rows the batch should load as (see :mod:`cai_frames.emulator.truth`).
+
+        A deleted (replaced) batch keeps the truth of what it held.
 
         Args:
             dataset_id: A served dataset.
@@ -329,7 +347,7 @@ class Emulator:
         found = [b for b in batches if batch_id in (b.batch_id, b.catalog_id)]
         if not found:
             raise KeyError(f"batch {batch_id!r} is not in dataset {dataset_id}")
-        if found[0].status != "success":
+        if found[0].status not in ("success", "deleted"):
             raise ValueError(f"batch {batch_id} has status {found[0].status!r} and no data")
         return found[0]
 

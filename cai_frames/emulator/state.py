@@ -11,16 +11,24 @@ folder laid out as::
 ``.emulator.json`` is written last, so a folder without it (an interrupted run) is
 generated again, and a folder whose marker matches the spec is reused as it is.
 
+Runs are published oldest first: those a spec shows from the start when the state is
+built, the others by :meth:`PlatformState.publish`, which generates the run then. With
+``delete_replaced`` a published successful run deletes the earlier successful ones, as
+the platform does with a replaced batch: the catalog keeps their records with status
+``deleted``, and Data Access no longer knows their batch or file IDs.
+
 Catalog records and Data Access items are built here, in the shapes the platform's
 documented examples show; :mod:`cai_frames.emulator.app` only routes and pages them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
 import shutil
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -236,24 +244,55 @@ class PlatformState:
         self.catalog: dict[str, Batch] = {}
         self.data_batches: dict[str, Batch] = {}
         self.files: dict[str, ServedFile] = {}
+        self._data_dir = data_dir
+        self._lock = threading.Lock()
         for spec in specs:
             if spec.dataset_id in self.datasets:
                 raise ValueError(f"dataset id {spec.dataset_id!r} is given twice; make it unique")
-            self._add_dataset(spec, data_dir / spec.dataset_id)
+            view_id = f"{random.Random(f'view:{spec.dataset_id}').getrandbits(96):024x}"
+            self.datasets[spec.dataset_id] = Dataset(spec, view_id, ())
+            for _ in range(spec.published_runs):
+                self.publish(spec.dataset_id)
 
-    def _add_dataset(self, spec: DatasetSpec, folder: Path) -> None:
-        batches: list[Batch] = []
-        for run, status in enumerate(spec.run_statuses()):
+    def publish(self, dataset_id: str) -> Batch:
+        """Publish the dataset's next run, generating its data, and return its batch.
+
+        Raises:
+            KeyError: The dataset is not served.
+            ValueError: Every run of the dataset's spec is published already.
+        """
+        with self._lock:
+            dataset = self.datasets[dataset_id]
+            spec, run = dataset.spec, len(dataset.batches)
+            if run >= spec.runs:
+                raise ValueError(
+                    f"dataset {dataset_id} has published all {spec.runs} runs of its spec; "
+                    "give the DatasetSpec more runs"
+                )
+            status = spec.run_statuses()[run]
             identity = run_identity(spec, run)
+            folder = self._data_dir / dataset_id
             files = _materialise(spec, identity, folder) if status == "success" else ()
-            predecessor = batches[-1].catalog_id if batches else None
-            batches.append(Batch(spec, identity, status, files, predecessor))
-        view_id = f"{random.Random(f'view:{spec.dataset_id}').getrandbits(96):024x}"
-        self.datasets[spec.dataset_id] = Dataset(spec, view_id, tuple(batches))
-        for batch in batches:
+            predecessor = dataset.batches[-1].catalog_id if dataset.batches else None
+            batch = Batch(spec, identity, status, files, predecessor)
+            earlier = dataset.batches
+            if spec.delete_replaced and status == "success":
+                earlier = tuple(self._delete(b) if b.status == "success" else b for b in earlier)
+            self.datasets[dataset_id] = dataclasses.replace(dataset, batches=(*earlier, batch))
             self.catalog[batch.catalog_id] = batch
             self.data_batches[batch.batch_id] = batch
             self.files.update((f.file_id, f) for f in batch.files)
+            return batch
+
+    def _delete(self, batch: Batch) -> Batch:
+        """Withdraw a replaced batch from Data Access; the catalog shows it deleted."""
+        for served in batch.files:
+            self.files.pop(served.file_id, None)
+        self.data_batches.pop(batch.batch_id, None)
+        deleted = dataclasses.replace(batch, status="deleted")
+        self.catalog[batch.catalog_id] = deleted
+        logger.debug("batch %s of %s deleted: replaced", batch.batch_id, batch.spec.dataset_id)
+        return deleted
 
 
 def _materialise(spec: DatasetSpec, identity: RunIdentity, folder: Path) -> tuple[ServedFile, ...]:
