@@ -34,10 +34,19 @@ if TYPE_CHECKING:
         CaiFramesError,
         ConfigurationError,
         DownloadError,
+        HistoryError,
         NoBatchError,
         NotFoundError,
         TransportError,
         UnsafeFileNameError,
+    )
+    from .history import (
+        RunComparison,
+        backfill_runs,
+        compare_runs,
+        list_runs,
+        load_score_history,
+        scores_history_view,
     )
     from .settings import Settings
 
@@ -50,6 +59,17 @@ _EXPORTS = {
     "Cache": "cache",
     "CacheEntry": "cache",
     "Client": "client",
+    **{
+        name: "history"
+        for name in (
+            "RunComparison",
+            "backfill_runs",
+            "compare_runs",
+            "list_runs",
+            "load_score_history",
+            "scores_history_view",
+        )
+    },
     "Settings": "settings",
     **{
         name: "errors"
@@ -61,6 +81,7 @@ _EXPORTS = {
             "CaiFramesError",
             "ConfigurationError",
             "DownloadError",
+            "HistoryError",
             "NoBatchError",
             "NotFoundError",
             "TransportError",
@@ -94,13 +115,20 @@ __all__ = [
     "Client",
     "ConfigurationError",
     "DownloadError",
+    "HistoryError",
     "NoBatchError",
     "NotFoundError",
+    "RunComparison",
     "Settings",
     "TransportError",
     "UnsafeFileNameError",
     "__version__",
+    "backfill_runs",
+    "compare_runs",
     "download_scores",
+    "list_runs",
+    "load_score_history",
     "load_scores",
+    "scores_history_view",
     "scores_view",
 ]

@@ -19,9 +19,16 @@ own name, so a part under its real name is always whole. The manifest is written
 temporary file and renamed into place after every part is in, so an entry without a
 manifest is never read by the loader, and a later download resumes it, keeping the
 parts already whole. Renames within one folder are atomic on every platform we run on.
+Before its rename each part is also checked to be parquet (:mod:`cai_frames.integrity`),
+and :meth:`Cache.verify` checks every cached part again on demand.
 
 The manifest records the file names, sizes, source file IDs, the catalog record of the
 batch and the download time. It never holds a token or any other secret.
+
+A new batch of a dataset gets a folder of its own and never replaces an older one: the
+platform deletes a batch once a newer run replaces it, so the cache is the only history
+of a dataset's scoring runs (:mod:`cai_frames.history` reads it). Only
+:meth:`Cache.prune` and :meth:`Cache.clear` remove entries.
 """
 
 from __future__ import annotations
@@ -33,13 +40,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from .errors import CacheError, DownloadError
+from .errors import CacheError, DownloadError, HistoryError
+from .integrity import EntryCheck, check_entry, part_problem
 from .names import check_file_name, check_id
 from .source import BatchInfo, RemotePart
 
@@ -49,6 +57,7 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 PARTIAL_SUFFIX = ".partial"
 LOCK_SUFFIX = ".lock"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,21 @@ class CacheEntry:
     def size(self) -> int:
         """Total bytes of the parts, as recorded in the manifest."""
         return sum(int(p["size"]) for p in self.manifest["parts"])
+
+    @property
+    def created_at(self) -> datetime:
+        """The batch's creation time (the scoring run's date), in UTC."""
+        return _EPOCH + timedelta(milliseconds=self.created)
+
+    @property
+    def predecessors(self) -> tuple[str, ...]:
+        """Catalog IDs of the batches this one replaced (``replay.predecessors``).
+
+        Empty for a first run and for older-layout batches, whose records carry no
+        ``replay``.
+        """
+        replay = self.manifest.get("catalog", {}).get("replay") or {}
+        return tuple(str(p) for p in replay.get("predecessors") or ())
 
     @property
     def record_count(self) -> int | None:
@@ -161,6 +185,82 @@ class Cache:
             Path(lock.lock_file).unlink(missing_ok=True)
         return freed
 
+    def prune(
+        self, keep: int, *, sandbox: str | None = None, dataset_id: str | None = None
+    ) -> list[CacheEntry]:
+        """Drop all but the ``keep`` newest complete runs of each dataset.
+
+        The newest run of a dataset is never dropped. Incomplete entries are not runs and
+        are left alone: the next download of their batch resumes them (``clear`` removes
+        them). An entry that another process holds locked is left alone too. Each
+        entry's manifest goes first, so a reader never sees a half-removed run.
+
+        Args:
+            keep: Runs kept per dataset, newest first; at least 1.
+            sandbox: Only this sandbox; every sandbox by default.
+            dataset_id: Only this dataset; every dataset by default.
+
+        Returns:
+            The entries removed.
+
+        Raises:
+            HistoryError: ``keep`` is below 1.
+        """
+        if keep < 1:
+            raise HistoryError(
+                f"cannot keep {keep} runs: prune always keeps the newest run of a dataset. "
+                "Pass keep=1 or more, or use clear() to remove a dataset's entries."
+            )
+        by_dataset: dict[tuple[str, str], list[CacheEntry]] = {}
+        for entry in self.entries(sandbox, dataset_id):
+            by_dataset.setdefault((entry.sandbox, entry.dataset_id), []).append(entry)
+        return [
+            entry
+            for entries in by_dataset.values()
+            for entry in entries[keep:]
+            if self._remove_entry(entry)
+        ]
+
+    def _remove_entry(self, entry: CacheEntry) -> bool:
+        lock = FileLock(str(entry.path) + LOCK_SUFFIX)
+        try:
+            with lock.acquire(timeout=0):
+                (entry.path / MANIFEST_NAME).unlink(missing_ok=True)
+                shutil.rmtree(entry.path)
+        except TimeoutError:
+            logger.warning("left %s alone: another process is writing it", entry.path)
+            return False
+        Path(lock.lock_file).unlink(missing_ok=True)
+        logger.info("pruned batch %s of dataset %s", entry.batch_id, entry.dataset_id)
+        return True
+
+    def verify(
+        self,
+        *,
+        repair: bool = False,
+        sandbox: str | None = None,
+        dataset_id: str | None = None,
+    ) -> list[EntryCheck]:
+        """Check the size and parquet footer of every part of every complete entry.
+
+        Args:
+            repair: Remove the broken parts and the manifest of each broken entry, so
+                that it counts as incomplete and the next download fetches only those.
+            sandbox: Only this sandbox; every sandbox by default.
+            dataset_id: Only this dataset; every dataset by default.
+
+        Returns:
+            One check per entry with a manifest, in folder order. Entries another
+            process is writing are skipped.
+        """
+        return [
+            check_entry(
+                folder, folder / MANIFEST_NAME, FileLock(f"{folder}{LOCK_SUFFIX}"), repair=repair
+            )
+            for folder in self._entry_folders(sandbox, dataset_id)
+            if (folder / MANIFEST_NAME).exists()
+        ]
+
     def _dataset_path(self, sandbox: str, dataset_id: str) -> Path:
         return self.root / check_id(sandbox, "sandbox") / check_id(dataset_id, "dataset ID")
 
@@ -205,20 +305,19 @@ class EntryWriter:
         return [part for part in self.parts if not self._is_whole(part)]
 
     def commit_part(self, part: RemotePart) -> None:
-        """Check a downloaded part's size and move it under its own name.
+        """Check a downloaded part's size and parquet footer, then move it under its name.
 
         Raises:
-            DownloadError: The size on disk differs from the listed size; the partial
-                file is removed so a retry starts clean.
+            DownloadError: The size on disk differs from the listed size, or the file is
+                not readable parquet; the partial file is removed so a retry starts clean.
         """
         partial = self.partial_path(part)
-        size = partial.stat().st_size
-        if size != part.size:
+        problem = part_problem(partial, part.size)
+        if problem:
             partial.unlink(missing_ok=True)
             raise DownloadError(
-                f"part {part.name} of batch {self.batch.batch_id} has {size} bytes but the "
-                f"listing says {part.size}; the partial file was removed. Run the download "
-                "again to fetch it anew."
+                f"part {part.name} of batch {self.batch.batch_id} {problem}; the partial "
+                "file was removed. Run the download again to fetch it anew."
             )
         os.replace(partial, self.final_path(part))
 
@@ -234,6 +333,9 @@ class EntryWriter:
                 f"cannot complete batch {self.batch.batch_id}: {len(missing)} part(s) missing, "
                 f"first {missing[0].name}"
             )
+        # A process killed while writing the manifest leaves its temporary file behind.
+        for stale in self.path.glob(MANIFEST_NAME + ".*.tmp"):
+            stale.unlink(missing_ok=True)
         manifest = self._manifest()
         _write_json_atomic(self.path / MANIFEST_NAME, manifest)
         entry = _entry_from_manifest(self.path, manifest)

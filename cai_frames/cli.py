@@ -17,9 +17,10 @@ import pandas as pd
 
 from . import __version__
 from .api import download_scores, load_scores, scores_view
-from .cache import Cache
+from .cache import Cache, CacheEntry
 from .client import Client
 from .errors import CaiFramesError
+from .history import RunComparison, compare_runs, list_runs
 from .settings import Settings, default_cache_dir
 
 _CACHE_DIR_HELP = "Cache folder (default: CAI_FRAMES_CACHE_DIR or the user cache folder)."
@@ -156,26 +157,59 @@ def cache() -> None:
 @cache.command("list")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help=_CACHE_DIR_HELP)
 def cache_list(cache_dir: Path | None) -> None:
-    """List the complete cached batches, newest first within each dataset."""
+    """List the cached runs (complete batches) of each dataset, newest first."""
     store = Cache(cache_dir or Settings.from_env().cache_dir)
     entries = store.entries()
     if not entries:
         click.echo(f"no complete entries in {store.root}")
         return
+    click.echo(f"{store.root}")
+    by_dataset: dict[tuple[str, str], list[CacheEntry]] = {}
+    for entry in entries:
+        by_dataset.setdefault((entry.sandbox, entry.dataset_id), []).append(entry)
+    for (sandbox, dataset_id), runs in sorted(by_dataset.items()):
+        plural = "s" if len(runs) != 1 else ""
+        click.echo(f"\nsandbox {sandbox}, dataset {dataset_id}: {len(runs)} run{plural}")
+        click.echo(_runs_table(runs))
+
+
+def _runs_table(entries: list[CacheEntry]) -> str:
     rows = [
         {
-            "sandbox": e.sandbox,
-            "dataset": e.dataset_id,
             "batch": e.batch_id,
-            "created": pd.Timestamp(e.created, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M"),
+            "created": e.created_at.strftime("%Y-%m-%d %H:%M"),
+            "replaces": ", ".join(e.predecessors) or "-",
             "parts": len(e.parts),
             "MB": round(e.size / 1e6, 1),
             "downloaded": e.downloaded_at,
         }
         for e in entries
     ]
-    click.echo(f"{store.root}\n")
-    click.echo(pd.DataFrame(rows).to_string(index=False))
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+@cache.command("prune")
+@click.option("--keep", type=int, required=True, help="Runs to keep per dataset (newest first).")
+@click.option("--sandbox", help="Only this sandbox.")
+@click.option("--dataset", "dataset_id", help="Only this dataset.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help=_CACHE_DIR_HELP)
+def cache_prune(
+    keep: int, sandbox: str | None, dataset_id: str | None, cache_dir: Path | None
+) -> None:
+    """Drop all but the KEEP newest runs of each dataset; the newest is always kept.
+
+    Incomplete entries (interrupted downloads) are left for the next download to resume.
+    """
+    with _cli_errors():
+        settings = Settings.from_env()
+        store = Cache(cache_dir or settings.cache_dir)
+        if dataset_id and not sandbox:
+            sandbox = settings.sandbox
+        removed = store.prune(keep, sandbox=sandbox, dataset_id=dataset_id)
+    for entry in removed:
+        click.echo(f"removed batch {entry.batch_id} of dataset {entry.dataset_id}")
+    freed = sum(e.size for e in removed)
+    click.echo(f"pruned {len(removed)} run(s), freed {freed / 1e6:.1f} MB")
 
 
 @cache.command("clear")
@@ -199,15 +233,80 @@ def cache_clear(
     click.echo(f"freed {freed / 1e6:.1f} MB")
 
 
+@main.command("history")
+@click.argument("dataset_id")
+@click.option("--instance", help="The Customer AI instance, when the dataset holds several.")
+@click.option("--offline", is_flag=True, help="Use the cache only.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help=_CACHE_DIR_HELP)
+@click.option("--movers", default=10, show_default=True, help="Biggest movers to print.")
+@click.option("--progress/--no-progress", default=True, help="Show download progress.")
+def history_command(
+    dataset_id: str,
+    instance: str | None,
+    offline: bool,
+    cache_dir: Path | None,
+    movers: int,
+    progress: bool,
+) -> None:
+    """Print the cached runs of a dataset and compare the last two."""
+    with _cli_errors():
+        entries = list_runs(dataset_id, offline=offline, progress=progress, cache_dir=cache_dir)
+        if not entries:
+            raise click.ClickException(f"no cached run of dataset {dataset_id}; load it online.")
+        click.echo(f"dataset {dataset_id}: {len(entries)} cached run(s), newest first")
+        click.echo(_runs_table(entries))
+        if len(entries) < 2:
+            click.echo("\nOnly one run is cached: the next scoring run can be compared with it.")
+            return
+        # The newest run was fetched above; comparing needs no more network calls.
+        result = compare_runs(dataset_id, instance=instance, offline=True, cache_dir=cache_dir)
+    click.echo(_comparison_text(result, movers))
+
+
+def _comparison_text(result: RunComparison, movers: int) -> str:
+    day = "%Y-%m-%d"
+    shares = result.shares.map(lambda share: f"{share:.1%}")
+    columns = ["profile_id", "score_before", "score_after", "score_delta"]
+    columns += ["bucket_before", "bucket_after"]
+    return "\n".join(
+        [
+            f"\nrun {result.before} ({result.before_date:{day}}) -> {result.after} "
+            f"({result.after_date:{day}}), instance {result.instance}",
+            "\nBucket shares (low < 25, medium 25-74, high > 74):",
+            shares.to_string(),
+            "\nProfiles in both runs, bucket before (rows) x after (columns):",
+            result.transitions.to_string(),
+            f"\nPSI on the before run's score deciles: {result.psi:.4f}",
+            f"Appeared: {len(result.appeared):,} profiles; disappeared: "
+            f"{len(result.disappeared):,}",
+            f"\nBiggest movers ({min(movers, len(result.deltas))} of {len(result.deltas):,}):",
+            result.movers(movers)[columns].to_string(index=False),
+        ]
+    )
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address.")
 @click.option("--port", default=8765, show_default=True, help="Port (0 for any free one).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the generated data.")
-def emulate(host: str, port: int, seed: int) -> None:
+@click.option(
+    "--latency",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds before the first byte of every response, like a distant server.",
+)
+@click.option(
+    "--bandwidth",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Bytes per second each connection is paced to, e.g. 10e6 (default: no cap).",
+)
+def emulate(host: str, port: int, seed: int, latency: float, bandwidth: float | None) -> None:
     """Serve the AEP emulator until interrupted, printing the settings to use it."""
     from .emulator import Emulator
 
-    with _cli_errors(), Emulator(seed=seed, host=host, port=port) as emu:
+    emulator = Emulator(seed=seed, host=host, port=port, latency=latency, bandwidth=bandwidth)
+    with _cli_errors(), emulator as emu:
         click.echo("# AEP emulator running; in another shell:")
         for key, value in emu.env().items():
             click.echo(f"export {key}={value}")

@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from urllib3.util.retry import Retry
+
 from .catalog import Catalog
 from .data_access import DataAccessSource
 from .http import DEFAULT_POOL_SIZE, PlatformSession
@@ -44,6 +46,9 @@ class Client:
         settings: Ready settings to start from instead of the environment.
         concurrency: Parts downloaded at once; the connection pool is sized for it.
         timeout: ``(connect, read)`` timeout of each request, in seconds.
+        retry: The retry policy of every request; default
+            :func:`cai_frames.http.build_retry` (five retries, capped backoff with
+            jitter, ``Retry-After`` honoured up to a minute).
 
     Raises:
         ConfigurationError: A needed setting is missing or malformed; the message names
@@ -69,6 +74,7 @@ class Client:
         settings: Settings | None = None,
         concurrency: int = 8,
         timeout: float | tuple[float, float] = (10, 60),
+        retry: Retry | None = None,
     ) -> None:
         overrides: dict[str, Any] = {
             "client_id": client_id,
@@ -89,7 +95,7 @@ class Client:
         self.settings = settings
         self.concurrency = concurrency
         self.session = PlatformSession(
-            settings, pool_size=max(DEFAULT_POOL_SIZE, concurrency), timeout=timeout
+            settings, pool_size=max(DEFAULT_POOL_SIZE, concurrency), timeout=timeout, retry=retry
         )
         self.catalog = Catalog(self.session)
         self.source = DataAccessSource(self.session, catalog=self.catalog)

@@ -28,9 +28,10 @@ from typing import Any, BinaryIO
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
+import urllib3.exceptions
 
 from .catalog import Catalog
-from .errors import ApiError, DownloadError, TransportError, UnsafeFileNameError
+from .errors import ApiError, DownloadError, IncompleteBodyError, UnsafeFileNameError
 from .http import PlatformSession
 from .names import check_file_name
 from .redaction import redact_url
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 EXPORT = "/data/foundation/export"
 CHUNK_SIZE = 1 << 20
+
+# What a body read raises when the connection breaks or stalls midway.
+_BODY_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 
 # Bounds on what one batch listing may cost: pages per listing, and directory nesting.
 MAX_PAGES = 10_000
@@ -148,7 +152,9 @@ class DataAccessSource:
 
         Raises:
             DownloadError: The server resumed at another offset than asked for.
-            TransportError: The connection broke while the body was streaming.
+            IncompleteBodyError: The connection broke while the body was streaming; every
+                byte received before is in ``out``.
+            TransportError: No answer at all.
             ApiError: The server answered with an error status.
         """
         headers = {"Range": f"bytes={start}-"} if start > 0 else None
@@ -258,21 +264,36 @@ class DataAccessSource:
         offset: int,
         on_bytes: Callable[[int], None] | None,
     ) -> None:
-        """Write the streamed body to ``out``, reporting each chunk."""
+        """Write the streamed body to ``out``, reporting each chunk.
+
+        ``read1`` hands over whatever has arrived, so when the connection breaks every
+        byte received is already in ``out`` and a resume asks only for the rest.
+        """
         written = 0
         try:
-            for chunk in response.iter_content(chunk_size=self.chunk_size):
+            while chunk := response.raw.read1(self.chunk_size, decode_content=True):
                 out.write(chunk)
                 written += len(chunk)
                 if on_bytes is not None:
                     on_bytes(len(chunk))
-        except requests.RequestException as exc:
-            raise TransportError(
+        except _BODY_ERRORS as exc:
+            out.flush()
+            cause = _as_requests_error(exc)
+            raise IncompleteBodyError(
                 f"{part.name}: the connection broke after {offset + written} of "
                 f"{part.size} bytes ({type(exc).__name__}); the download resumes from there "
                 f"when tried again."
-            ) from exc
+            ) from cause
         logger.debug("%s: wrote %d bytes from offset %d", part.name, written, offset)
+
+
+def _as_requests_error(exc: BaseException) -> requests.RequestException:
+    """The error ``requests`` itself raises for a failed body read, so callers see one kind."""
+    if isinstance(exc, requests.RequestException):
+        return exc
+    if isinstance(exc, urllib3.exceptions.ProtocolError):
+        return requests.exceptions.ChunkedEncodingError(exc)
+    return requests.ConnectionError(exc)
 
 
 def _parse_length(value: object, name: str, url: str) -> int:

@@ -5,6 +5,13 @@ holds it whole, otherwise take the batch's lock, list its parts and fetch the mi
 ones several at a time, each streamed to disk under a temporary name, then write the
 manifest. A second process asking for the same batch waits on the lock and then finds
 the entry complete.
+
+A part survives the network twice over. urllib3 retries a request that got no answer
+or a busy one (:mod:`cai_frames.http`), but not a body that breaks halfway, so here a
+broken body is resumed with a ``Range`` request from the bytes already on disk, up to
+:data:`RESUME_ATTEMPTS` requests in all. A part that arrives whole but wrong (another
+size than listed, or not readable parquet) is fetched once more from the start, then
+reported.
 """
 
 from __future__ import annotations
@@ -15,16 +22,20 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from .cache import Cache, CacheEntry, EntryWriter
+from .errors import DownloadError, IncompleteBodyError
 from .source import BatchInfo, PartSource, RemotePart
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 8
+# Requests one part may take when its body keeps breaking: the first and the resumes.
+RESUME_ATTEMPTS = 5
 
 
 def download_batch(
@@ -56,12 +67,20 @@ def download_batch(
     if entry is not None:
         logger.debug("batch %s of dataset %s is cached already", batch.batch_id, dataset_id)
         return entry
-    with cache.lock(sandbox, dataset_id, batch.batch_id):
+    lock = cache.lock(sandbox, dataset_id, batch.batch_id)
+    try:
+        lock.acquire(timeout=0)
+    except TimeoutError:
+        logger.info("batch %s is being downloaded by another process; waiting", batch.batch_id)
+        lock.acquire()
+    try:
         # Another process may have finished the entry while this one waited.
         entry = cache.get(sandbox, dataset_id, batch.batch_id)
         if entry is not None:
             return entry
         return _download_locked(source, cache, sandbox, batch, concurrency, progress)
+    finally:
+        lock.release()
 
 
 def _download_locked(
@@ -112,7 +131,50 @@ def _fetch_all(
 
 
 def _fetch_one(source: PartSource, writer: EntryWriter, part: RemotePart, bar: Any) -> None:
+    """Fetch one part until it is whole and valid parquet, then move it into the entry."""
+    for fetch in (1, 2):
+        _fetch_resuming(source, writer, part, bar)
+        try:
+            writer.commit_part(part)
+        except DownloadError as exc:
+            bar.update(-part.size)
+            if fetch == 2:
+                raise DownloadError(
+                    f"{exc} It was fetched twice and was wrong both times, so the server "
+                    "sends it damaged; try again later, or report the batch to Adobe support."
+                ) from exc
+            logger.warning("%s Fetching it once more.", exc)
+            continue
+        logger.debug("part %s is whole (%d bytes)", part.name, part.size)
+        return
+
+
+def _fetch_resuming(source: PartSource, writer: EntryWriter, part: RemotePart, bar: Any) -> None:
+    """Fetch a part's bytes into its partial file, resuming after each broken body."""
     partial = writer.partial_path(part)
+    for attempt in range(1, RESUME_ATTEMPTS + 1):
+        try:
+            _fetch_from_partial(source, partial, part, bar)
+            return
+        except IncompleteBodyError as exc:
+            kept = partial.stat().st_size if partial.exists() else 0
+            if attempt == RESUME_ATTEMPTS:
+                raise DownloadError(
+                    f"part {part.name}: the connection broke during each of {attempt} "
+                    f"attempts; the {kept} bytes received are kept in {partial.name} and the "
+                    "next download resumes from there. Check the network and try again."
+                ) from exc
+            logger.warning(
+                "%s Resuming from byte %d (attempt %d of %d).",
+                exc,
+                kept,
+                attempt + 1,
+                RESUME_ATTEMPTS,
+            )
+
+
+def _fetch_from_partial(source: PartSource, partial: Path, part: RemotePart, bar: Any) -> None:
+    """One request for the bytes of ``part`` not yet in ``partial``."""
     start = partial.stat().st_size if partial.exists() else 0
     if start > part.size:
         start = 0
@@ -124,8 +186,6 @@ def _fetch_one(source: PartSource, writer: EntryWriter, part: RemotePart, bar: A
         began = source.fetch_part(part, out, start=start, on_bytes=bar.update)
         if began != start and start:
             bar.update(-start)
-    writer.commit_part(part)
-    logger.debug("part %s is whole (%d bytes)", part.name, part.size)
 
 
 class _LockedBar:

@@ -13,6 +13,7 @@
     ├── DownloadError                        a part could not be fetched completely
     ├── PartReadError (OSError)              a part on disk is not readable parquet
     ├── SchemaError (ValueError)             the data does not have the shape asked for
+    ├── HistoryError (ValueError)            the runs asked for cannot be compared or pruned
     └── CacheError (OSError)                 the local cache cannot give what was asked
         └── CacheMissError (FileNotFoundError)   offline, and nothing complete is cached
 
@@ -89,6 +90,11 @@ class PartReadError(CaiFramesError, OSError):
 class SchemaError(CaiFramesError, ValueError):
     """The data does not hold what was asked: no Customer AI scores, clashing column types
     across parts, an unknown column name, or a parquet feature that cannot be decoded."""
+
+
+class HistoryError(CaiFramesError, ValueError):
+    """The score history cannot do what was asked: fewer than two runs to compare, an
+    instance to name among several, or a prune that would drop every run."""
 
 
 class CacheError(CaiFramesError, OSError):

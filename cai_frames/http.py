@@ -143,7 +143,8 @@ class PlatformSession:
         tokens: Where tokens come from; default a :class:`~cai_frames.auth.TokenProvider`
             over this session.
         retry: Retry policy for platform calls; default :func:`build_retry` with
-            ``retry_methods``.
+            ``retry_methods``. Token requests to IMS follow the same policy, with POST
+            allowed.
         retry_methods: Methods retried by the default policy.
         pool_size: Connections kept per host; at least the download concurrency.
         timeout: Default ``(connect, read)`` timeout in seconds.
@@ -177,7 +178,12 @@ class PlatformSession:
         self.requests.mount("https://", adapter)
         self.requests.mount("http://", adapter)
         # A token grant is safe to repeat, so the IMS endpoint alone retries POST.
-        ims_adapter = HTTPAdapter(max_retries=build_retry(allowed_methods={"POST"}))
+        ims_retry = (
+            retry.new(allowed_methods=frozenset({"POST"}))
+            if retry is not None
+            else build_retry(allowed_methods={"POST"})
+        )
+        ims_adapter = HTTPAdapter(max_retries=ims_retry)
         self.requests.mount(settings.ims_url, ims_adapter)
         self.tokens = tokens or TokenProvider(settings, self.requests, timeout=timeout)
         self._origin = _origin(settings.platform_base)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from cai_frames.cache import MANIFEST_NAME, PARTIAL_SUFFIX, Cache
@@ -63,8 +65,14 @@ class MemorySource:
         return start
 
 
+def _parquet(rows: int) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"n": list(range(rows))}), sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
 def _parts(count: int) -> dict[str, bytes]:
-    return {f"part-{i:05d}-c000.snappy.parquet": bytes([i]) * (100 + i) for i in range(count)}
+    return {f"part-{i:05d}-c000.snappy.parquet": _parquet(1 + i) for i in range(count)}
 
 
 def _download(source: PartSource, cache: Cache) -> object:
@@ -89,7 +97,7 @@ def test_download_batch_fresh_cache_writes_every_part_and_manifest(tmp_path: Pat
     manifest = json.loads((folder / MANIFEST_NAME).read_text())
     assert manifest["complete"] is True
     assert [p["name"] for p in manifest["parts"]] == sorted(source.parts)
-    assert [p["size"] for p in manifest["parts"]] == [100 + i for i in range(5)]
+    assert [p["size"] for p in manifest["parts"]] == [len(source.parts[n]) for n in entry.parts]
     assert manifest["catalog"] == {"status": "success", "createdClient": "acp_foundation_push"}
     assert not list(folder.glob("*" + PARTIAL_SUFFIX))
 
@@ -127,7 +135,8 @@ def test_download_batch_size_mismatch_raises_and_leaves_entry_incomplete(tmp_pat
     source.listed_sizes[bad] = 999
     cache = Cache(tmp_path)
 
-    with pytest.raises(DownloadError, match=f"{bad} .* 101 bytes but the listing says 999"):
+    size = len(source.parts[bad])
+    with pytest.raises(DownloadError, match=f"{bad} .* {size} bytes but the listing says 999"):
         _download(source, cache)
 
     folder = tmp_path / "prod" / DATASET / source.batch.batch_id

@@ -65,6 +65,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
 
+from cai_frames.emulator.faults import Faults
 from cai_frames.emulator.gateway import Gateway
 from cai_frames.emulator.segmentation import SEGMENTATION_RULES, SegmentationRoutes
 from cai_frames.emulator.state import Batch, PlatformState, ServedFile
@@ -167,6 +168,7 @@ class EmulatorApp(SegmentationRoutes):
         self.state = state
         self.gateway = gateway
         self.log = log
+        self.faults = Faults()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         """WSGI entry point."""
@@ -180,11 +182,11 @@ class EmulatorApp(SegmentationRoutes):
 
     def before_routing(self, request: Request) -> Response | None:
         """Answer a request before it is routed, or return ``None`` to route it."""
-        return None
+        return self.faults.before_routing(request, self)
 
     def wrap_body(self, request: Request, body: Iterable[bytes]) -> Iterable[bytes]:
-        """Return the body stream to send for ``request`` (unchanged today)."""
-        return body
+        """Return the body stream to send for ``request``, through the fault switches."""
+        return self.faults.wrap_body(request, body)
 
     def dispatch(self, request: Request) -> Response:
         """Check the gateway headers, then route to the endpoint."""

@@ -50,6 +50,7 @@ class Gateway:
         self.token_ttl = token_ttl
         self._clock = clock
         self._tokens: dict[str, float] = {}
+        self._issued: list[str] = []
         self._lock = threading.Lock()
 
     def issue_token(self, fields: Mapping[str, str]) -> Refusal:
@@ -66,12 +67,18 @@ class Gateway:
         token = "eyJ" + secrets.token_urlsafe(48)
         with self._lock:
             self._tokens[token] = self._clock() + self.token_ttl
+            self._issued.append(token)
         return 200, {"access_token": token, "token_type": "bearer", "expires_in": self.token_ttl}
 
     def expire_tokens(self) -> None:
         """Make every issued token invalid, as if a day had passed."""
         with self._lock:
             self._tokens.clear()
+
+    def issued_tokens(self) -> list[str]:
+        """Every token issued, expired ones included, oldest first."""
+        with self._lock:
+            return list(self._issued)
 
     def _token_valid(self, token: str) -> bool:
         with self._lock:

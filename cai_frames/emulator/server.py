@@ -16,6 +16,7 @@ import pyarrow as pa
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from cai_frames.emulator.app import EmulatorApp, RecordedRequest, RequestLog
+from cai_frames.emulator.faults import Faults
 from cai_frames.emulator.audience import SegmentSpec, audience_truth
 from cai_frames.emulator.gateway import Credentials, Gateway
 from cai_frames.emulator.segmentation import ExportJobs, build_exports
@@ -75,6 +76,7 @@ class Emulator:
         sandbox: str = "prod",
         token_ttl: int = 86399,
         data_dir: Path | str | None = None,
+        faults: Faults | None = None,
     ) -> None:
         """Describe the emulator; nothing is generated or bound until :meth:`start`.
 
@@ -91,6 +93,8 @@ class Emulator:
             token_ttl: Lifetime of issued tokens, seconds (IMS says 86399).
             data_dir: Folder for generated data, kept and reused across runs; ``None``
                 uses a temporary folder removed on :meth:`stop`.
+            faults: Fault switches to start with (see :mod:`cai_frames.emulator.faults`);
+                change them at any time through :attr:`faults`.
         """
         defaults = default_specs()
         specs = list(defaults.values()) if datasets is None else list(datasets)
@@ -105,6 +109,8 @@ class Emulator:
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._temp_dir: Path | None = None
         self._log = RequestLog()
+        self._faults = faults or Faults()
+        self._app: EmulatorApp | None = None
         self._state: PlatformState | None = None
         self._exports: ExportJobs | None = None
         self._server: BaseWSGIServer | None = None
@@ -157,6 +163,8 @@ class Emulator:
         assert root is not None
         self._state = PlatformState(self._specs, root)
         app = EmulatorApp(self._state, self.gateway, self._log)
+        app.faults = self._faults
+        self._app = app
         self._exports = build_exports(
             self._state, root / "_exports", self.gateway.credentials.org_id
         )
@@ -321,6 +329,21 @@ class Emulator:
                 f"no segment {segment_id!r}; known: {[s.segment_id for s in self.segments()]}"
             )
         return audience_truth(population, segment_id, fields)
+
+    @property
+    def faults(self) -> Faults:
+        """The fault switches in force; assign a new :class:`Faults` to change them."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults | None) -> None:
+        self._faults = faults or Faults()
+        if self._app is not None:
+            self._app.faults = self._faults
+
+    def issued_tokens(self) -> list[str]:
+        """Every access token issued so far, for tests that check none of them leaks."""
+        return self.gateway.issued_tokens()
 
     @property
     def requests(self) -> list[RecordedRequest]:
