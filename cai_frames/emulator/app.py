@@ -67,6 +67,7 @@ from werkzeug.wrappers import Request, Response
 
 from cai_frames.emulator.faults import Faults
 from cai_frames.emulator.gateway import Gateway
+from cai_frames.emulator.network import NetworkShape
 from cai_frames.emulator.segmentation import SEGMENTATION_RULES, SegmentationRoutes
 from cai_frames.emulator.state import Batch, PlatformState, ServedFile
 
@@ -169,6 +170,7 @@ class EmulatorApp(SegmentationRoutes):
         self.gateway = gateway
         self.log = log
         self.faults = Faults()
+        self.network = NetworkShape()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         """WSGI entry point."""
@@ -185,8 +187,12 @@ class EmulatorApp(SegmentationRoutes):
         return self.faults.before_routing(request, self)
 
     def wrap_body(self, request: Request, body: Iterable[bytes]) -> Iterable[bytes]:
-        """Return the body stream to send for ``request``, through the fault switches."""
-        return self.faults.wrap_body(request, body)
+        """Return the body stream to send for ``request``, through the fault switches.
+
+        The network shape paces what the faults let through, as a real link would.
+        """
+        body = self.faults.wrap_body(request, body)
+        return self.network.shape(body) if self.network.active else body
 
     def dispatch(self, request: Request) -> Response:
         """Check the gateway headers, then route to the endpoint."""

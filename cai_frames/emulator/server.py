@@ -16,9 +16,10 @@ import pyarrow as pa
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from cai_frames.emulator.app import EmulatorApp, RecordedRequest, RequestLog
-from cai_frames.emulator.faults import Faults
 from cai_frames.emulator.audience import SegmentSpec, audience_truth
+from cai_frames.emulator.faults import Faults
 from cai_frames.emulator.gateway import Credentials, Gateway
+from cai_frames.emulator.network import NetworkShape
 from cai_frames.emulator.segmentation import ExportJobs, build_exports
 from cai_frames.emulator.spec import DatasetSpec, default_specs
 from cai_frames.emulator.state import Batch, Dataset, PlatformState
@@ -77,6 +78,8 @@ class Emulator:
         token_ttl: int = 86399,
         data_dir: Path | str | None = None,
         faults: Faults | None = None,
+        latency: float = 0.0,
+        bandwidth: float | None = None,
     ) -> None:
         """Describe the emulator; nothing is generated or bound until :meth:`start`.
 
@@ -95,6 +98,12 @@ class Emulator:
                 uses a temporary folder removed on :meth:`stop`.
             faults: Fault switches to start with (see :mod:`cai_frames.emulator.faults`);
                 change them at any time through :attr:`faults`.
+            latency: Seconds before the first byte of every response, like a distant
+                server (see :mod:`cai_frames.emulator.network`).
+            bandwidth: Bytes per second each connection is paced to; ``None`` for no cap.
+
+        Raises:
+            ValueError: ``latency`` is negative or ``bandwidth`` is not positive.
         """
         defaults = default_specs()
         specs = list(defaults.values()) if datasets is None else list(datasets)
@@ -110,6 +119,7 @@ class Emulator:
         self._temp_dir: Path | None = None
         self._log = RequestLog()
         self._faults = faults or Faults()
+        self._network = NetworkShape(latency, bandwidth)
         self._app: EmulatorApp | None = None
         self._state: PlatformState | None = None
         self._exports: ExportJobs | None = None
@@ -164,6 +174,7 @@ class Emulator:
         self._state = PlatformState(self._specs, root)
         app = EmulatorApp(self._state, self.gateway, self._log)
         app.faults = self._faults
+        app.network = self._network
         self._app = app
         self._exports = build_exports(
             self._state, root / "_exports", self.gateway.credentials.org_id
@@ -329,6 +340,11 @@ class Emulator:
                 f"no segment {segment_id!r}; known: {[s.segment_id for s in self.segments()]}"
             )
         return audience_truth(population, segment_id, fields)
+
+    @property
+    def network(self) -> NetworkShape:
+        """The latency and bandwidth every response is shaped to."""
+        return self._network
 
     @property
     def faults(self) -> Faults:
