@@ -132,18 +132,7 @@ def load_score_history(
         >>> history = load_score_history("5cd9146b31dae914b75f654f")  # doctest: +SKIP
         >>> history.groupby("run_date")["score"].mean()  # doctest: +SKIP
     """
-    entries = _require(
-        list_runs(
-            dataset_id,
-            runs=runs,
-            since=since,
-            offline=offline,
-            progress=progress,
-            client=client,
-            cache_dir=cache_dir,
-        ),
-        dataset_id,
-    )
+    entries = _selected(dataset_id, runs, since, offline, progress, client, cache_dir)
     wanted = None if columns is None else [c for c in columns if c not in RUN_COLUMNS]
     ordered = entries[::-1]
     tables = [_with_run(load.load_table(e.part_paths, columns=wanted), e) for e in ordered]
@@ -182,18 +171,7 @@ def scores_history_view(
         >>> con.sql("SELECT run_date, avg(score) FROM scores_history GROUP BY 1").df()
         ... # doctest: +SKIP
     """
-    entries = _require(
-        list_runs(
-            dataset_id,
-            runs=runs,
-            since=since,
-            offline=offline,
-            progress=progress,
-            client=client,
-            cache_dir=cache_dir,
-        ),
-        dataset_id,
-    )
+    entries = _selected(dataset_id, runs, since, offline, progress, client, cache_dir)
     wanted = None if columns is None else [c for c in columns if c not in RUN_COLUMNS]
     query = "\nUNION ALL BY NAME\n".join(_run_select(e, wanted) for e in entries[::-1])
     con = duckdb.connect() if con is None else con
@@ -394,7 +372,25 @@ def _utc(since: date | datetime | str) -> datetime:
     return result
 
 
-def _require(entries: list[CacheEntry], dataset_id: str) -> list[CacheEntry]:
+def _selected(
+    dataset_id: str,
+    runs: int | None,
+    since: date | datetime | str | None,
+    offline: bool,
+    progress: bool,
+    client: Client | None,
+    cache_dir: str | Path | None,
+) -> list[CacheEntry]:
+    """:func:`list_runs`, raising when it finds nothing."""
+    entries = list_runs(
+        dataset_id,
+        runs=runs,
+        since=since,
+        offline=offline,
+        progress=progress,
+        client=client,
+        cache_dir=cache_dir,
+    )
     if not entries:
         raise CacheMissError(
             f"no cached run of dataset {dataset_id} matches; load it once online (without "
