@@ -149,6 +149,47 @@ def sql_command(
         click.echo(frame.to_string(index=False, max_rows=max_rows))
 
 
+@main.command()
+@click.argument("segment_id")
+@click.option("--fields", help="Comma-separated XDM paths to export (default: every field).")
+@click.option("--dataset", "dataset_id", help="Profile dataset to write into (default: new).")
+@click.option("--job", "job_id", help="Wait for or reuse this export job, starting none.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for the job.")
+@click.option("--poll-interval", default=10.0, show_default=True, help="Seconds between polls.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help=_CACHE_DIR_HELP)
+@click.option("--progress/--no-progress", default=True, help="Show the job's state and download.")
+def audience(
+    segment_id: str,
+    fields: str | None,
+    dataset_id: str | None,
+    job_id: str | None,
+    timeout: float,
+    poll_interval: float,
+    cache_dir: Path | None,
+    progress: bool,
+) -> None:
+    """Export the audience SEGMENT_ID to a dataset, wait for the job, and load it."""
+    from .audience import export_audience, load_audience
+
+    with _cli_errors(), Client(cache_dir=cache_dir) as client:
+        result = export_audience(
+            segment_id,
+            fields=fields,
+            dataset_id=dataset_id,
+            job_id=job_id,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            progress=progress,
+            client=client,
+        )
+        members = load_audience(result, client=client, cache_dir=cache_dir, progress=progress)
+    made = "created" if result.dataset_created else "existing"
+    click.echo(f"dataset {result.dataset_id} ({made})")
+    click.echo(f"export job {result.job_id}: {result.status}, batch {', '.join(result.batch_ids)}")
+    click.echo(f"loaded {len(members):,} rows x {members.shape[1]} columns")
+    click.echo(", ".join(str(c) for c in members.columns))
+
+
 @main.group()
 def cache() -> None:
     """Look at or clear the local cache."""

@@ -13,6 +13,11 @@
     ├── DownloadError                        a part could not be fetched completely
     ├── PartReadError (OSError)              a part on disk is not readable parquet
     ├── SchemaError (ValueError)             the data does not have the shape asked for
+    ├── ExportJobError                       an audience export job delivered no batch
+    │   ├── ExportJobFailed                  the job ended FAILED (its errors are quoted)
+    │   ├── ExportJobCancelled               the job was cancelled
+    │   ├── ExportJobTimeout (TimeoutError)  the job did not end in time; resume with job_id
+    │   └── SegmentNotFoundError (LookupError)   the platform knows no such segment
     ├── HistoryError (ValueError)            the runs asked for cannot be compared or pruned
     └── CacheError (OSError)                 the local cache cannot give what was asked
         └── CacheMissError (FileNotFoundError)   offline, and nothing complete is cached
@@ -23,6 +28,9 @@ holds a token, a client secret or an Authorization header: URLs pass through
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 
 class CaiFramesError(Exception):
@@ -90,6 +98,48 @@ class PartReadError(CaiFramesError, OSError):
 class SchemaError(CaiFramesError, ValueError):
     """The data does not hold what was asked: no Customer AI scores, clashing column types
     across parts, an unknown column name, or a parquet feature that cannot be decoded."""
+
+
+class ExportJobError(CaiFramesError):
+    """An audience export job did not deliver a batch.
+
+    Attributes:
+        job_id: The export job's ID, or ``None`` when no job was started.
+        status: The job's last status as the platform reported it, if any.
+        job: The job record last read (empty when there is none).
+        errors: The job's ``errors`` entries (``code``, ``msg``, ``callStack``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: int | str | None = None,
+        status: str | None = None,
+        job: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.status = status
+        self.job: Mapping[str, Any] = job or {}
+        errors = self.job.get("errors")
+        self.errors: list[Any] = list(errors) if isinstance(errors, list) else []
+
+
+class ExportJobFailed(ExportJobError):
+    """The export job ended ``FAILED``; the message quotes each error's code and msg."""
+
+
+class ExportJobCancelled(ExportJobError):
+    """The export job was cancelled (here or elsewhere) before it delivered its batch."""
+
+
+class ExportJobTimeout(ExportJobError, TimeoutError):
+    """The export job had not ended when the wait ran out; pass its ``job_id`` to resume."""
+
+
+class SegmentNotFoundError(ExportJobError, LookupError):
+    """The platform refused the export job because it knows no such segment."""
 
 
 class HistoryError(CaiFramesError, ValueError):

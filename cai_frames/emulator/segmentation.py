@@ -203,7 +203,7 @@ class ExportJobs:
             return 404, _problem(404, f"dataSet {dataset_id} not found"), {}
         with self._lock:
             job_id = next(self._ids)
-            rnd = random.Random(f"job:{job_id}")
+            rnd = random.Random(f"job:{job_id}:{dataset_id}")
             job = ExportJob(
                 job_id,
                 body,

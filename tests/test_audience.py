@@ -1,0 +1,253 @@
+"""The audience route end to end: the real client against the emulator over loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from cai_frames.audience import audience_view, export_audience, load_audience
+from cai_frames.cli import main
+from cai_frames.emulator import DatasetSpec, Emulator
+from cai_frames.errors import (
+    CacheMissError,
+    ExportJobCancelled,
+    ExportJobFailed,
+    ExportJobTimeout,
+    SegmentNotFoundError,
+)
+
+pytestmark = pytest.mark.integration
+
+SCORES = DatasetSpec(
+    dataset_id="5f0c7a1e2b3d4c5e6f708192", rows=3_000, parts=3, instances=("churn",), seed=21
+)
+FIELDS = ["person.name.firstName", "personalEmail.address", "_acmecorp.CustomerAI"]
+FAST = {"poll_interval": 0.001, "progress": False}
+JOBS = "/data/core/ups/export/jobs"
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[Emulator]:
+    with Emulator(datasets=[SCORES], seed=3) as emulator:
+        yield emulator
+
+
+@pytest.fixture(autouse=True)
+def platform_env(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in emu.env().items():
+        monkeypatch.setenv(key, value)
+    emu.reset_requests()
+
+
+def _segment(emu: Emulator, name: str) -> str:
+    return next(s.segment_id for s in emu.segments() if s.name == name)
+
+
+def _posts(emu: Emulator, path: str = JOBS) -> int:
+    return sum(1 for r in emu.requests if r.method == "POST" and r.path.startswith(path))
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values("profile_id").reset_index(drop=True)
+
+
+def test_load_audience_requested_fields_exactly_the_members_and_fields(emu: Emulator) -> None:
+    segment = _segment(emu, "Email subscribers")
+
+    loaded = load_audience(segment, fields=FIELDS, **FAST)
+
+    truth = emu.audience_truth(segment, ",".join(FIELDS))
+    score_columns = ["score_date", "influential_factors"]
+    assert list(loaded.columns) == [*truth.columns, *score_columns]
+    got = _sorted(loaded)
+    want = _sorted(truth)
+    assert got["profile_id"].tolist() == want["profile_id"].tolist()
+    for column in ("person.name.firstName", "personalEmail.address", "propensity_type"):
+        assert got[column].tolist() == want[column].tolist(), column
+    assert got["score"].astype("int64").tolist() == want["score"].astype("int64").tolist()
+    assert got["probability"].tolist() == pytest.approx(want["probability"].tolist())
+
+
+def test_load_audience_high_score_segment_only_scores_above_74(emu: Emulator) -> None:
+    segment = _segment(emu, "High churn risk")
+
+    loaded = load_audience(segment, fields=["_acmecorp.CustomerAI.churn"], **FAST)
+
+    truth = emu.audience_truth(segment, "_acmecorp.CustomerAI.churn")
+    assert sorted(loaded["profile_id"]) == sorted(truth["profile_id"])
+    assert len(loaded) > 0 and bool((loaded["score"] > 74).all())
+    assert "person.name.firstName" not in loaded.columns
+
+
+def test_load_audience_every_field_flattens_attributes(emu: Emulator) -> None:
+    segment = _segment(emu, "Email subscribers")
+
+    loaded = load_audience(segment, **FAST)
+
+    truth = emu.audience_truth(segment, None)
+    for column in ("homeAddress.city", "person.name.lastName", "segmentMembership"):
+        assert column in loaded.columns
+    got, want = _sorted(loaded), _sorted(truth)
+    assert got["homeAddress.city"].tolist() == want["homeAddress.city"].tolist()
+    membership = dict(got["segmentMembership"].iloc[0])["ups"]
+    assert segment in dict(membership)
+
+
+def test_load_audience_empty_segment_gives_no_rows(emu: Emulator) -> None:
+    loaded = load_audience(_segment(emu, "Lapsed VIP"), fields=["personalEmail.address"], **FAST)
+
+    assert len(loaded) == 0
+    assert list(loaded.columns) == ["profile_id", "profile_namespace", "personalEmail.address"]
+
+
+def test_export_audience_creates_dataset_shown_by_catalog(emu: Emulator) -> None:
+    result = export_audience(_segment(emu, "Email subscribers"), dataset_name="mine", **FAST)
+
+    assert result.dataset_created and result.status == "SUCCEEDED"
+    assert _posts(emu, "/data/foundation/catalog/dataSets") == 1
+    record = emu.exports.state.datasets[result.dataset_id].record("org")
+    assert record["name"] == "mine" and record["lastBatchId"] == result.batch_id
+
+
+def test_export_audience_given_dataset_creates_none(emu: Emulator) -> None:
+    first = export_audience(_segment(emu, "Email subscribers"), **FAST)
+    emu.reset_requests()
+
+    again = export_audience(_segment(emu, "High churn risk"), dataset_id=first.dataset_id, **FAST)
+
+    assert not again.dataset_created and again.dataset_id == first.dataset_id
+    assert _posts(emu, "/data/foundation/catalog/dataSets") == 0
+
+
+def test_export_audience_lowercase_dataset_reference_parsed(emu: Emulator) -> None:
+    emu.exports.reference_case = "datasets"
+    try:
+        result = export_audience(_segment(emu, "Email subscribers"), **FAST)
+    finally:
+        emu.exports.reference_case = "dataSets"
+
+    assert result.dataset_id in emu.exports.state.datasets
+
+
+def test_export_audience_failed_job_quotes_errors(emu: Emulator) -> None:
+    segment = _segment(emu, "High churn risk")
+    errors = [{"code": "0090000009", "msg": "Error writing profiles", "callStack": "x"}]
+    result = export_audience(segment, **FAST)
+    emu.exports.fail(job_id=int(result.job_id) + 1, errors=errors)
+
+    with pytest.raises(ExportJobFailed, match="0090000009: Error writing profiles") as caught:
+        export_audience(segment, **FAST)
+
+    assert caught.value.errors == errors and caught.value.status == "FAILED"
+
+
+def test_export_audience_timeout_names_job_and_resumes_without_post(emu: Emulator) -> None:
+    segment = _segment(emu, "Email subscribers")
+    with pytest.raises(ExportJobTimeout) as caught:
+        export_audience(segment, timeout=0, **FAST)
+    job_id = caught.value.job_id
+    assert f"job_id={job_id!r}" in str(caught.value)
+    emu.reset_requests()
+
+    result = export_audience(segment, job_id=job_id, **FAST)
+
+    assert result.job_id == job_id and result.status == "SUCCEEDED"
+    assert _posts(emu) + _posts(emu, "/data/foundation/catalog/dataSets") == 0
+
+
+def test_export_audience_cancelled_by_switch_raises(emu: Emulator) -> None:
+    segment = _segment(emu, "Lapsed VIP")
+    emu.exports.cancel(segment_id=segment)
+
+    with pytest.raises(ExportJobCancelled, match="CANCELLED"):
+        export_audience(segment, **FAST)
+
+
+def test_export_audience_deleted_job_raises_cancelling(emu: Emulator) -> None:
+    from cai_frames.client import Client
+    from cai_frames.export_jobs import ExportJobs
+
+    segment = _segment(emu, "Email subscribers")
+    with pytest.raises(ExportJobTimeout) as caught:
+        export_audience(segment, timeout=0, **FAST)
+    with Client() as client:
+        ExportJobs(client.session).cancel(caught.value.job_id)
+
+    with pytest.raises(ExportJobCancelled, match="CANCELLING"):
+        export_audience(segment, job_id=caught.value.job_id, **FAST)
+
+
+def test_export_audience_unknown_segment_names_created_dataset(emu: Emulator) -> None:
+    with pytest.raises(SegmentNotFoundError, match="not found") as caught:
+        export_audience("00000000-0000-4000-a000-000000000000", **FAST)
+
+    created = [d for d, v in emu.exports.state.datasets.items() if not v.batches]
+    assert any(f"dataset_id={d!r}" in str(caught.value) for d in created)
+    assert isinstance(caught.value, LookupError)
+
+
+def test_load_audience_rerun_by_job_id_no_post_no_download(emu: Emulator) -> None:
+    segment = _segment(emu, "High churn risk")
+    first = load_audience(segment, fields=FIELDS, **FAST)
+    job_id = emu.exports.jobs()[-1]["id"]
+    emu.reset_requests()
+
+    again = load_audience(segment, job_id=job_id, **FAST)
+
+    assert _posts(emu) + _posts(emu, "/data/foundation/catalog/dataSets") == 0
+    assert not [r for r in emu.requests if "/data/foundation/export/" in r.path]
+    assert again["profile_id"].tolist() == first["profile_id"].tolist()
+
+
+def test_load_audience_offline_uses_newest_cached_export(emu: Emulator) -> None:
+    segment = _segment(emu, "High churn risk")
+    online = load_audience(segment, fields=FIELDS, **FAST)
+    emu.reset_requests()
+
+    offline = load_audience(segment, offline=True)
+
+    assert emu.requests == []
+    assert offline["profile_id"].tolist() == online["profile_id"].tolist()
+    with pytest.raises(CacheMissError, match="Email subscribers|any export"):
+        load_audience(_segment(emu, "Email subscribers"), offline=True)
+
+
+def test_audience_view_joins_scores_in_duckdb(emu: Emulator) -> None:
+    from cai_frames import scores_view
+
+    segment = _segment(emu, "High churn risk")
+    con = scores_view(SCORES.dataset_id, progress=False)
+    audience_view(segment, con=con, fields=["personalEmail.address"], **FAST)
+
+    joined = con.sql(
+        "SELECT a.profile_id, s.score FROM audience a JOIN scores s USING (profile_id)"
+    ).df()
+
+    truth = emu.audience_truth(segment, "personalEmail.address")
+    assert sorted(joined["profile_id"]) == sorted(truth["profile_id"])
+    assert bool((joined["score"] > 74).all())
+
+
+def test_cli_audience_prints_dataset_job_and_rows(emu: Emulator) -> None:
+    segment = _segment(emu, "High churn risk")
+
+    outcome = CliRunner().invoke(
+        main,
+        [
+            "audience",
+            segment,
+            "--fields",
+            "personalEmail.address",
+            "--no-progress",
+            "--poll-interval",
+            "0.001",
+        ],
+    )
+
+    assert outcome.exit_code == 0, outcome.output
+    rows = len(emu.audience_truth(segment, "personalEmail.address"))
+    assert f"loaded {rows:,} rows x 3 columns" in outcome.output
+    assert "(created)" in outcome.output and "SUCCEEDED" in outcome.output
