@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .api import download_scores, load_scores, scores_view
+    from .audience import ExportResult, audience_view, export_audience, load_audience
     from .cache import Cache, CacheEntry
     from .client import Client
     from .errors import (
@@ -34,9 +35,14 @@ if TYPE_CHECKING:
         CaiFramesError,
         ConfigurationError,
         DownloadError,
+        ExportJobCancelled,
+        ExportJobError,
+        ExportJobFailed,
+        ExportJobTimeout,
         HistoryError,
         NoBatchError,
         NotFoundError,
+        SegmentNotFoundError,
         TransportError,
         UnsafeFileNameError,
     )
@@ -60,6 +66,10 @@ _EXPORTS = {
     "CacheEntry": "cache",
     "Client": "client",
     **{
+        name: "audience"
+        for name in ("ExportResult", "audience_view", "export_audience", "load_audience")
+    },
+    **{
         name: "history"
         for name in (
             "RunComparison",
@@ -80,6 +90,11 @@ _EXPORTS = {
             "CacheMissError",
             "CaiFramesError",
             "ConfigurationError",
+            "ExportJobCancelled",
+            "ExportJobError",
+            "ExportJobFailed",
+            "ExportJobTimeout",
+            "SegmentNotFoundError",
             "DownloadError",
             "HistoryError",
             "NoBatchError",
@@ -115,18 +130,27 @@ __all__ = [
     "Client",
     "ConfigurationError",
     "DownloadError",
+    "ExportJobCancelled",
+    "ExportJobError",
+    "ExportJobFailed",
+    "ExportJobTimeout",
+    "ExportResult",
     "HistoryError",
     "NoBatchError",
     "NotFoundError",
     "RunComparison",
+    "SegmentNotFoundError",
     "Settings",
     "TransportError",
     "UnsafeFileNameError",
     "__version__",
+    "audience_view",
     "backfill_runs",
     "compare_runs",
     "download_scores",
+    "export_audience",
     "list_runs",
+    "load_audience",
     "load_score_history",
     "load_scores",
     "scores_history_view",
