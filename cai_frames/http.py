@@ -425,10 +425,12 @@ def _server_detail(response: requests.Response) -> tuple[str | None, str | None]
 
     Knows the gateway shape ``{"error_code", "message"}`` and the problem shape
     ``{"type", "status", "title", "detail"}``; any other body gives its first 200
-    characters as the message.
+    characters as the message. A body cut off by the network gives no detail.
     """
     try:
         body = response.json()
+    except requests.RequestException:
+        return None, None
     except ValueError:
         text = response.text.strip()[:200]
         return None, text or None

@@ -176,6 +176,9 @@ class Served(NamedTuple):
     bytes: int
 
 
+# Where a ``Range`` the emulator ignored is kept, so the served bodies still show it.
+_ASKED_RANGE = "cai_frames.ignored_range"
+_ROUTED_STATUS = "cai_frames.routed_status"
 _RESPONDERS = ("status_error", "throttle")
 _REWRITERS = ("wrong_length", "loop_listing", "unsafe_name")
 _BODY = ("drop_connection", "stall")
@@ -234,14 +237,16 @@ class Faults:
             if switch.kind == "slow_first_byte":
                 time.sleep(switch.options["delay"])
             elif switch.kind == "ignore_range":
-                request.environ.pop("HTTP_RANGE", None)
+                request.environ[_ASKED_RANGE] = request.environ.pop("HTTP_RANGE")
             else:
                 app.gateway.expire_tokens()
         for switch in self._hitting(target, _RESPONDERS, first=True):
             return _answer(switch)
-        if not self._may_hit(target, _REWRITERS):
+        if not self._may_hit(target, _REWRITERS + _BODY):
             return None
         response = app.dispatch(request)
+        # Bodies are cut only when they carry the file, never an error answer.
+        request.environ[_ROUTED_STATUS] = response.status_code
         if response.status_code == 200:
             for switch in self._hitting(target, _REWRITERS, first=True):
                 _rewrite(switch, request, response)
@@ -252,8 +257,10 @@ class Faults:
         target = _target(request)
         if not re.search(FILES, target):
             return body
-        hit = next(iter(self._hitting(target, _BODY, first=True)), None)
-        wanted = request.headers.get("Range")
+        hit = None
+        if request.environ.get(_ROUTED_STATUS) in (200, 206):
+            hit = next(iter(self._hitting(target, _BODY, first=True)), None)
+        wanted = request.environ.get(_ASKED_RANGE) or request.headers.get("Range")
         if hit is None:
             return self._counted(target, wanted, body)
         return self._counted(target, wanted, _faulty(hit, body, request.environ))
