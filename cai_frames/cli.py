@@ -253,6 +253,28 @@ def cache_prune(
     click.echo(f"pruned {len(removed)} run(s), freed {freed / 1e6:.1f} MB")
 
 
+@cache.command("verify")
+@click.option("--repair", is_flag=True, help="Remove broken parts; the next download refetches.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help=_CACHE_DIR_HELP)
+def cache_verify(repair: bool, cache_dir: Path | None) -> None:
+    """Re-check the size and parquet footer of every cached part (exit 1 if broken)."""
+    with _cli_errors():
+        checks = Cache(cache_dir or Settings.from_env().cache_dir).verify(repair=repair)
+    broken = [check for check in checks if check.problems]
+    for check in checks:
+        state = "skipped" if check.skipped else "ok" if check.ok else "repaired"
+        if check.problems and not check.repaired:
+            state = "BROKEN"
+        click.echo(f"{state:9}{check.path}")
+        for name, problem in check.problems:
+            click.echo(f"         {name} {problem}")
+    click.echo(f"{len(checks)} entries checked, {len(broken)} broken")
+    if broken and repair:
+        click.echo("repaired entries are incomplete: the next download fetches what was removed")
+    if broken and not repair:
+        raise click.exceptions.Exit(1)
+
+
 @cache.command("clear")
 @click.option("--sandbox", help="Only this sandbox.")
 @click.option("--dataset", "dataset_id", help="Only this dataset.")
@@ -342,11 +364,40 @@ def _comparison_text(result: RunComparison, movers: int) -> str:
     type=click.FloatRange(min=0, min_open=True),
     help="Bytes per second each connection is paced to, e.g. 10e6 (default: no cap).",
 )
-def emulate(host: str, port: int, seed: int, latency: float, bandwidth: float | None) -> None:
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="KIND[:KEY=VALUE,...]",
+    help="A fault switch, repeatable, such as drop_connection:count=3 or "
+    "status_error:status=503,fraction=0.1 (kinds in cai_frames.emulator.faults).",
+)
+@click.option("--fault-seed", default=0, show_default=True, help="Seed of the faults' picks.")
+def emulate(
+    host: str,
+    port: int,
+    seed: int,
+    latency: float,
+    bandwidth: float | None,
+    faults: tuple[str, ...],
+    fault_seed: int,
+) -> None:
     """Serve the AEP emulator until interrupted, printing the settings to use it."""
     from .emulator import Emulator
+    from .emulator.faults import Faults, parse_switch
 
-    emulator = Emulator(seed=seed, host=host, port=port, latency=latency, bandwidth=bandwidth)
+    try:
+        switches = [parse_switch(text) for text in faults]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fault") from exc
+    emulator = Emulator(
+        seed=seed,
+        host=host,
+        port=port,
+        latency=latency,
+        bandwidth=bandwidth,
+        faults=Faults(*switches, seed=fault_seed),
+    )
     with _cli_errors(), emulator as emu:
         click.echo("# AEP emulator running; in another shell:")
         for key, value in emu.env().items():
@@ -354,6 +405,8 @@ def emulate(host: str, port: int, seed: int, latency: float, bandwidth: float | 
         click.echo("# datasets:")
         for dataset_id in emu.dataset_ids:
             click.echo(f"#   {dataset_id}")
+        if switches:
+            click.echo(f"# faults: {', '.join(faults)} (seed {fault_seed})")
         click.echo("# Ctrl-C to stop")
         try:
             emu.serve_forever()

@@ -168,6 +168,61 @@ def unsafe_name(
     return Switch("unsafe_name", path, count, fraction, {"name": name})
 
 
+SWITCHES = {
+    factory.__name__: factory
+    for factory in (
+        status_error,
+        throttle,
+        expire_token,
+        slow_first_byte,
+        ignore_range,
+        wrong_length,
+        drop_connection,
+        stall,
+        loop_listing,
+        unsafe_name,
+    )
+}
+
+
+def parse_switch(text: str) -> Switch:
+    """Build a switch from ``kind[:key=value,...]``, as ``cai-frames emulate --fault`` takes.
+
+    Values are read as ``true``/``false``, ``none``, a number, or else a string; they
+    cannot hold a comma. Example: ``status_error:status=502,fraction=0.1``.
+
+    Raises:
+        ValueError: The kind is unknown or a setting does not fit it.
+    """
+    kind, _, settings = text.partition(":")
+    factory = SWITCHES.get(kind.strip())
+    if factory is None:
+        raise ValueError(f"unknown fault {kind!r}; known: {', '.join(sorted(SWITCHES))}")
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in settings.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"fault {text!r}: {item!r} is not key=value")
+        kwargs[key.strip()] = _value(value.strip())
+    try:
+        switch: Switch = factory(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"fault {text!r}: {exc}") from None
+    return switch
+
+
+def _value(text: str) -> Any:
+    words = {"true": True, "false": False, "none": None}
+    if text.lower() in words:
+        return words[text.lower()]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 class Served(NamedTuple):
     """One file body as it left the emulator."""
 
