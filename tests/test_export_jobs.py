@@ -29,7 +29,9 @@ BODY = export_request("seg-1", "ds-1", fields=["personalEmail.address"])
 
 def _session() -> PlatformSession:
     responses.post(IMS, json={"access_token": "tok", "expires_in": 86399})
-    settings = Settings.from_env(environ={}, client_id="cid", client_secret="test-secret-xyz", org_id="O")
+    settings = Settings.from_env(
+        environ={}, client_id="cid", client_secret="test-secret-xyz", org_id="O"
+    )
     return PlatformSession(settings, retry=build_retry(total=0, backoff_factor=0))
 
 
