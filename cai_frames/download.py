@@ -178,7 +178,8 @@ def _fetch_from_partial(source: PartSource, partial: Path, part: RemotePart, bar
     start = partial.stat().st_size if partial.exists() else 0
     if start > part.size:
         start = 0
-    with open(partial, "r+b" if start else "wb") as out:
+    # Unbuffered, so that whatever arrived is on disk even if the process is killed.
+    with open(partial, "r+b" if start else "wb", buffering=0) as out:
         out.seek(start)
         out.truncate()
         if start:

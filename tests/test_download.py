@@ -1,10 +1,16 @@
-"""The downloader and the cache, driven by an in-memory part source."""
+"""The downloader and the cache: driven by an in-memory part source, then by real
+processes against the emulator (two at once on one batch, and one killed mid-download)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -12,8 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cai_frames import load_scores
 from cai_frames.cache import MANIFEST_NAME, PARTIAL_SUFFIX, Cache
 from cai_frames.download import download_batch
+from cai_frames.emulator import DatasetSpec, Emulator
+from cai_frames.emulator.faults import FILES, Faults, slow_first_byte, stall
 from cai_frames.errors import CacheError, ConfigurationError, DownloadError, UnsafeFileNameError
 from cai_frames.source import BatchInfo, PartSource, RemotePart
 
@@ -212,3 +221,138 @@ def test_entry_writer_finish_with_missing_part_raises(tmp_path: Path) -> None:
 
     with pytest.raises(CacheError, match="2 part\\(s\\) missing"):
         writer.finish()
+
+
+# The processes below run this: one download of the batch, one part at a time.
+DOWNLOAD_SCRIPT = """
+import logging, sys
+from cai_frames import download_scores
+from cai_frames.client import Client
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+with Client(concurrency=1) as client:
+    entry = download_scores(sys.argv[1], client=client, progress=False)
+print(entry.batch_id, len(entry.parts))
+"""
+PROCESS_DATASET = "5f0c7a1e2b3d4c5e6f70cc03"
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[Emulator]:
+    spec = DatasetSpec(dataset_id=PROCESS_DATASET, rows=1_200, parts=4, seed=41)
+    with Emulator(datasets=[spec]) as emulator:
+        yield emulator
+
+
+def _start(emu: Emulator, cache_dir: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, **emu.env(), "CAI_FRAMES_CACHE_DIR": str(cache_dir)}
+    return subprocess.Popen(
+        [sys.executable, "-c", DOWNLOAD_SCRIPT, PROCESS_DATASET],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert process.poll() is None, f"the download ended first: {process.communicate()}"
+        assert time.monotonic() < deadline, "the download never got there"
+        time.sleep(0.01)
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.communicate()
+
+
+def _assert_no_untrusted_file(emu: Emulator, folder: Path) -> None:
+    """No manifest yet, and every file under a real part name is the served part."""
+    assert not (folder / MANIFEST_NAME).exists()
+    assert Cache(folder.parents[2]).get("prod", PROCESS_DATASET, folder.name) is None
+    for served in emu.parts(PROCESS_DATASET):
+        if (folder / served.name).exists():
+            assert (folder / served.name).read_bytes() == served.read_bytes()
+
+
+def _file_gets(emu: Emulator) -> list[str]:
+    return [path.split("path=")[1] for _, path, _ in emu.requests if "path=" in path]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_download_two_processes_one_fetches_other_waits_same_entry(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    emu.faults = Faults(slow_first_byte(0.25, path=FILES))
+    emu.reset_requests()
+    try:
+        processes = [_start(emu, tmp_path), _start(emu, tmp_path)]
+        results = [p.communicate(timeout=60) for p in processes]
+    finally:
+        emu.faults = None
+
+    names = [p.name for p in emu.parts(PROCESS_DATASET)]
+    batch_id = emu.latest_batch_id(PROCESS_DATASET)
+    assert [p.returncode for p in processes] == [0, 0]
+    assert [out for out, _ in results] == [f"{batch_id} {len(names)}\n"] * 2
+    assert sorted(_file_gets(emu)) == sorted(names)
+    waited = ["being downloaded by another process" in err for _, err in results]
+    assert sorted(waited) == [False, True]
+    entry = Cache(tmp_path).get("prod", PROCESS_DATASET, str(batch_id))
+    assert entry is not None and list(entry.parts) == names
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_download_killed_mid_part_and_after_parts_next_run_resumes_to_truth(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [p.name for p in emu.parts(PROCESS_DATASET)]
+    sizes = {p.name: p.stat().st_size for p in emu.parts(PROCESS_DATASET)}
+    folder = tmp_path / "prod" / PROCESS_DATASET / str(emu.latest_batch_id(PROCESS_DATASET))
+    emu.faults = Faults(stall(0.5, at=0.5, path=FILES))
+    emu.reset_requests()
+    try:
+        # Killed during the first part, while half of it is on disk.
+        first = _start(emu, tmp_path)
+        partial = folder / (names[0] + PARTIAL_SUFFIX)
+        _wait_for(lambda: partial.exists() and partial.stat().st_size > 0, first)
+        _kill(first)
+        kept = partial.stat().st_size
+        _assert_no_untrusted_file(emu, folder)
+
+        # Killed again once two parts are whole.
+        second = _start(emu, tmp_path)
+        _wait_for(lambda: (folder / names[1]).exists(), second)
+        _kill(second)
+        _assert_no_untrusted_file(emu, folder)
+        served = emu.faults.served
+    finally:
+        emu.faults = None
+    whole = [n for n in names if (folder / n).exists()]
+    partials = {
+        p.name.removesuffix(PARTIAL_SUFFIX): p.stat().st_size for p in folder.glob("*.partial")
+    }
+
+    for key, value in {**emu.env(), "CAI_FRAMES_CACHE_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(key, value)
+    emu.reset_requests()
+    frame = load_scores(PROCESS_DATASET, progress=False)
+
+    truth = emu.truth(PROCESS_DATASET)
+    assert len(frame) == len(truth)
+    assert frame["profile_id"].tolist() == truth["profile_id"].tolist()
+    assert frame["probability"].tolist() == pytest.approx(truth["probability"].tolist())
+    resumed = [s for s in served if names[0] in s.path and s.range]
+    assert [(s.range, s.bytes) for s in resumed] == [(f"bytes={kept}-", sizes[names[0]] - kept)]
+    assert 0 < kept < sizes[names[0]]
+    # The last run fetched only what the killed ones had not made whole, resuming partials.
+    assert names[:2] == whole[:2]
+    assert sorted(_file_gets(emu)) == sorted(n for n in names if n not in whole)
+    ranges = {s.path.split("path=")[1]: s.range for s in emu.faults.served}
+    assert {n: ranges[n] for n in partials if partials[n]} == {
+        n: f"bytes={size}-" for n, size in partials.items() if size
+    }
