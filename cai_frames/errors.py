@@ -8,6 +8,7 @@
     ├── ApiError                             the platform answered with an error status
     │   └── NotFoundError (LookupError)      the dataset, batch or file does not exist
     ├── TransportError (ConnectionError)     the request never got an answer (wraps requests)
+    │   └── IncompleteBodyError              the connection broke while a body was streaming
     ├── NoBatchError (LookupError)           the dataset has no successful batch to load
     ├── UnsafeFileNameError (ValueError)     the server named a file that is not a plain name
     ├── DownloadError                        a part could not be fetched completely
@@ -77,6 +78,11 @@ class NotFoundError(ApiError, LookupError):
 
 class TransportError(CaiFramesError, ConnectionError):
     """The request got no usable answer: connection refused, reset or timed out."""
+
+
+class IncompleteBodyError(TransportError):
+    """The connection broke while a part's body was streaming; the bytes received are kept,
+    so the download resumes from there."""
 
 
 class NoBatchError(CaiFramesError, LookupError):

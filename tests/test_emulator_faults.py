@@ -31,6 +31,7 @@ from cai_frames.emulator.faults import (
     expire_token,
     ignore_range,
     loop_listing,
+    parse_switch,
     slow_first_byte,
     status_error,
     throttle,
@@ -404,3 +405,53 @@ def test_faulty_download_leaks_no_secret_anywhere(
     for secret in secrets:
         assert not [t for t in texts if secret in t], secret[:6]
         assert not [f for f in files if secret.encode() in f], secret[:6]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "count", "fraction", "options"),
+    [
+        ("drop_connection:count=3", "drop_connection", 3, 1.0, {"at": 0.5}),
+        ("status_error:status=502,fraction=0.1", "status_error", None, 0.1, {"status": 502}),
+        (
+            "throttle:retry_after=2,http_date=true",
+            "throttle",
+            None,
+            1.0,
+            {"retry_after": 2, "http_date": True},
+        ),
+        ("unsafe_name:name=none,count=1", "unsafe_name", 1, 1.0, {"name": None}),
+    ],
+    ids=["drop", "status", "throttle-date", "duplicate"],
+)
+def test_parse_switch_settings_read_as_typed_values(
+    text: str, kind: str, count: int | None, fraction: float, options: dict[str, Any]
+) -> None:
+    switch = parse_switch(text)
+
+    assert (switch.kind, switch.count, switch.fraction, switch.options) == (
+        kind,
+        count,
+        fraction,
+        options,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("teapot", "unknown fault 'teapot'"),
+        ("throttle:2", "'2' is not key=value"),
+        ("stall:colour=red", "unexpected keyword argument 'colour'"),
+    ],
+    ids=["unknown", "no-equals", "unknown-setting"],
+)
+def test_parse_switch_malformed_refused(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_switch(text)
+
+
+def test_cli_emulate_bad_fault_is_usage_error() -> None:
+    result = CliRunner().invoke(main, ["emulate", "--port", "0", "--fault", "teapot:count=1"])
+
+    assert result.exit_code == 2
+    assert "unknown fault 'teapot'" in result.output
