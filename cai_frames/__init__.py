@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .audience import ExportResult, audience_view, export_audience, load_audience
     from .cache import Cache, CacheEntry
     from .client import Client
+    from .compare import RunComparison, compare_runs
     from .errors import (
         ApiError,
         AuthenticationError,
@@ -47,9 +48,7 @@ if TYPE_CHECKING:
         UnsafeFileNameError,
     )
     from .history import (
-        RunComparison,
         backfill_runs,
-        compare_runs,
         list_runs,
         load_score_history,
         scores_history_view,
@@ -72,14 +71,14 @@ _EXPORTS = {
     **{
         name: "history"
         for name in (
-            "RunComparison",
             "backfill_runs",
-            "compare_runs",
             "list_runs",
             "load_score_history",
             "scores_history_view",
         )
     },
+    "RunComparison": "compare",
+    "compare_runs": "compare",
     "Settings": "settings",
     **{
         name: "errors"

@@ -19,8 +19,9 @@ from . import __version__
 from .api import download_scores, load_scores, scores_view
 from .cache import Cache, CacheEntry
 from .client import Client
+from .compare import RunComparison, compare_runs
 from .errors import CaiFramesError
-from .history import RunComparison, compare_runs, list_runs
+from .history import list_runs
 from .settings import Settings, default_cache_dir
 
 _CACHE_DIR_HELP = "Cache folder (default: CAI_FRAMES_CACHE_DIR or the user cache folder)."
