@@ -50,6 +50,7 @@ __all__ = [
     "read_parts",
     "footer_schemas",
     "int96_paths",
+    "never_null_paths",
     "read_schema",
     "unify_footers",
     "tidy_columns_needed",
@@ -68,6 +69,7 @@ _UNITS = ("ns", "us", "ms", "s")
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _INT64_MAX = 2**63 - 1
 _INT96_KEY = b"cai_frames.int96"
+_NEVER_NULL_KEY = b"cai_frames.never_null"
 
 
 def load_table(
@@ -225,7 +227,21 @@ def _footer_schema(path: Path) -> pa.Schema:
     part = _open(path)
     schema = part.schema_arrow
     int96 = [part.metadata.schema.column(i).path for i in _int96.int96_columns(part.metadata)]
-    return schema.with_metadata({**(schema.metadata or {}), _INT96_KEY: json.dumps(int96)})
+    recorded = {_INT96_KEY: json.dumps(int96), _NEVER_NULL_KEY: json.dumps(_never_null(part))}
+    return schema.with_metadata({**(schema.metadata or {}), **recorded})
+
+
+def _never_null(part: pq.ParquetFile) -> list[str]:
+    """Leaf columns whose statistics show no null in any row group (none without stats)."""
+    meta = part.metadata
+    if meta.num_row_groups == 0:
+        return []
+    found = []
+    for index in range(meta.num_columns):
+        stats = [meta.row_group(g).column(index).statistics for g in range(meta.num_row_groups)]
+        if all(s is not None and s.has_null_count and s.null_count == 0 for s in stats):
+            found.append(meta.schema.column(index).path)
+    return found
 
 
 def _int96_as_utc(schema: pa.Schema) -> pa.Schema:
@@ -235,6 +251,16 @@ def _int96_as_utc(schema: pa.Schema) -> pa.Schema:
         if _int96.has_leaf(schema, names):
             schema = _set_schema_type(schema, tuple(("f", n) for n in names), _int96.UTC_MICROS)
     return schema
+
+
+def never_null_paths(schema: pa.Schema) -> set[str]:
+    """Dotted leaf paths a :func:`footer_schemas` schema records as holding no null.
+
+    A leaf with no null also proves every struct above it non-null in every row, which
+    lets a query skip a null check that would otherwise read whole structs.
+    """
+    paths: list[str] = json.loads((schema.metadata or {}).get(_NEVER_NULL_KEY, b"[]"))
+    return set(paths)
 
 
 def int96_paths(schema: pa.Schema) -> list[str]:

@@ -153,6 +153,69 @@ def test_create_view_reads_footers_not_data(tmp_path: Path) -> None:
         con.sql("SELECT sum(score) FROM scores").fetchall()
 
 
+def test_view_sql_instance_never_null_skips_the_struct_check(tmp_path: Path) -> None:
+    paths = [_write(tmp_path / "part-0.parquet", _records({"churn": _instance_type()}))]
+
+    query = sql.view_sql(paths)
+
+    assert "\nWHERE " not in query
+    assert _view_rows(paths).num_rows == 5
+
+
+def test_view_sql_instance_null_in_one_part_keeps_the_struct_check(tmp_path: Path) -> None:
+    whole = _records({"churn": _instance_type()})
+    gaps = _records({"churn": _instance_type()}, {"churn": [True, False, True, False, True]})
+    paths = [
+        _write(tmp_path / "part-0.parquet", whole),
+        _write(tmp_path / "part-1.parquet", gaps),
+    ]
+
+    query = sql.view_sql(paths)
+
+    assert query.count("\nWHERE ") == 1
+    # 5 records in the first part, and the 3 of 5 whose instance is present in the second.
+    assert _view_rows(paths).num_rows == 8
+
+
+def test_view_sql_null_score_proves_presence_through_another_field(tmp_path: Path) -> None:
+    records = _records({"churn": _instance_type()}).to_pylist()
+    records[1]["_acmecorp"]["CustomerAI"]["churn"]["score"] = None
+    table = pa.Table.from_pylist(records, schema=_records({"churn": _instance_type()}).schema)
+    paths = [_write(tmp_path / "part-0.parquet", table)]
+
+    view = _view_rows(paths)
+
+    # probability has no null, which proves every instance present: no check, and the
+    # row whose score is null is kept, as tidy_table keeps it.
+    assert "\nWHERE " not in sql.view_sql(paths)
+    assert sorted(view.column("score").to_pylist(), key=str) == [0, 20, 30, 40, None]
+    assert load.load_table(paths).column("score").null_count == 1
+
+
+def test_footer_schemas_record_leaves_without_nulls(tmp_path: Path) -> None:
+    gaps = _records({"churn": _instance_type()}, {"churn": [True, False, True, True, True]})
+    path = _write(tmp_path / "part-0.parquet", gaps)
+
+    (footer,) = load.footer_schemas([path])
+
+    never_null = load.never_null_paths(footer)
+    assert "_id" in never_null
+    assert "_acmecorp.CustomerAI.churn.score" not in never_null
+
+
+def test_footer_schemas_without_statistics_prove_nothing(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "part-0.parquet",
+        _records({"churn": _instance_type()}),
+        write_statistics=False,
+    )
+
+    (footer,) = load.footer_schemas([path])
+
+    assert load.never_null_paths(footer) == set()
+    assert "\nWHERE " in sql.view_sql([path])
+
+
 def test_view_sql_no_customer_ai_raises(tmp_path: Path) -> None:
     paths = [_write(tmp_path / "part-0.parquet", pa.table({"a": [1]}))]
 
