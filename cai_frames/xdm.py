@@ -330,8 +330,9 @@ def primary_identity(identity_map: pa.MapArray) -> tuple[pa.Array, pa.Array]:
     back to its first identity in map order; a record with no identity gets nulls.
 
     A record's identities are one contiguous run of the flattened identity structs, so
-    both choices are a binary search per record over the positions that qualify; no
-    array as long as all identities is built beyond two boolean masks.
+    both choices come from running counts over those structs: how many qualifying
+    positions come before a record's run, and whether its run holds one. The work is
+    linear in the identities, with no search per record.
 
     Args:
         identity_map: ``map<namespace, list<struct<id, ..., primary>>>``, one per record.
@@ -357,7 +358,7 @@ def primary_identity(identity_map: pa.MapArray) -> tuple[pa.Array, pa.Array]:
     chosen = np.where(chosen >= 0, chosen, fallback)
     missing = chosen < 0
     position = np.where(missing, 0, chosen) + base
-    entry = np.searchsorted(list_offsets, position, side="right") - 1 + first
+    entry = _entry_of(list_offsets - base, position - base) + first
     id_field = _field_named(identities.type, "id")
     mask = missing if missing.any() else None
     ids = identities.field(id_field).take(pa.array(position, mask=mask))
@@ -369,12 +370,24 @@ def _first_in_span(
     flags: npt.NDArray[np.bool_], start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.int64]:
     """Per span ``[start, end)``, the first index where ``flags`` is true, else -1."""
-    hits = np.flatnonzero(flags)
-    found = np.searchsorted(hits, start)
-    candidate = hits[np.minimum(found, max(len(hits) - 1, 0))] if len(hits) else start
-    inside = (found < len(hits)) & (candidate < end)
-    result: npt.NDArray[np.int64] = np.where(inside, candidate, -1)
+    before = np.concatenate(([0], np.cumsum(flags, dtype=np.int64)))
+    hits_before = before[start]
+    inside = before[end] > hits_before
+    result: npt.NDArray[np.int64] = np.full(len(start), -1, dtype=np.int64)
+    result[inside] = np.flatnonzero(flags)[hits_before[inside]]
     return result
+
+
+def _entry_of(
+    offsets: npt.NDArray[np.int64], positions: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """For each position, the last ``i`` with ``offsets[i] <= position`` (offsets sorted).
+
+    A running count of the offsets at or below each position gives it without a search.
+    """
+    at_or_below = np.cumsum(np.bincount(offsets, minlength=int(offsets[-1]) + 1))
+    found: npt.NDArray[np.int64] = at_or_below[np.minimum(positions, len(at_or_below) - 1)] - 1
+    return found
 
 
 def _valid(array: pa.Array) -> npt.NDArray[np.bool_]:
