@@ -9,8 +9,7 @@ complete cached batch is used.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -18,7 +17,7 @@ import pandas as pd
 
 from . import load, sql
 from .cache import Cache, CacheEntry
-from .client import Client
+from .client import Client, client_scope
 from .download import download_batch
 from .errors import CacheMissError
 from .names import check_id
@@ -64,7 +63,7 @@ def download_scores(
         settings = client.settings if client else Settings.from_env()
         cache = Cache(cache_dir or settings.cache_dir)
         return _cached_entry(cache, settings.sandbox, dataset_id, batch_id)
-    with _client_for(client, cache_dir) as active:
+    with client_scope(client, cache_dir=cache_dir) as active:
         settings = active.settings
         cache = Cache(cache_dir or settings.cache_dir)
         if batch_id is not None:
@@ -200,16 +199,3 @@ def _cached_entry(cache: Cache, sandbox: str, dataset_id: str, batch_id: str | N
         )
     logger.debug("offline: using cached batch %s", entry.batch_id)
     return entry
-
-
-@contextmanager
-def _client_for(client: Client | None, cache_dir: str | Path | None) -> Iterator[Client]:
-    """Yield ``client``, or one built from the environment and closed afterwards."""
-    if client is not None:
-        yield client
-        return
-    built = Client(cache_dir=cache_dir)
-    try:
-        yield built
-    finally:
-        built.close()

@@ -14,6 +14,8 @@ No request is made until something is asked for; the first one fetches the token
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +118,20 @@ class Client:
             f"Client(platform_url={redact_url(s.platform_base)!r}, org_id={s.org_id!r}, "
             f"sandbox={s.sandbox!r}, client_id={s.client_id!r})"
         )
+
+
+@contextmanager
+def client_scope(client: Client | None, *, cache_dir: str | Path | None = None) -> Iterator[Client]:
+    """Yield ``client``, or a client built from the environment and closed afterwards.
+
+    Lets every public function take an optional ``client`` without leaking the
+    connections of one it built itself.
+    """
+    if client is not None:
+        yield client
+        return
+    built = Client(cache_dir=cache_dir)
+    try:
+        yield built
+    finally:
+        built.close()

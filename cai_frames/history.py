@@ -28,9 +28,9 @@ import pandas as pd
 import pyarrow as pa
 
 from . import load, sql
-from .api import _client_for, download_scores
+from .api import download_scores
 from .cache import Cache, CacheEntry
-from .client import Client
+from .client import Client, client_scope
 from .errors import CacheMissError, HistoryError
 from .names import check_id
 from .settings import Settings, offline_from_env
@@ -189,7 +189,7 @@ def backfill_runs(
         NotFoundError: The dataset does not exist in this sandbox.
     """
     check_id(dataset_id, "dataset ID")
-    with _client_for(client, cache_dir) as active:
+    with client_scope(client, cache_dir=cache_dir) as active:
         batches = active.catalog.successful_batches(dataset_id)
         logger.info("dataset %s: %d successful runs served", dataset_id, len(batches))
         return [
@@ -217,7 +217,7 @@ def _sync(
     if offline or offline_from_env():
         settings = client.settings if client else Settings.from_env()
     else:
-        with _client_for(client, cache_dir) as active:
+        with client_scope(client, cache_dir=cache_dir) as active:
             settings = active.settings
             for batch_id in batch_ids:
                 download_scores(
