@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .api import download_scores, load_scores, scores_view
-    from .audience import ExportResult, audience_view, export_audience, load_audience
+    from .audience import audience_view, load_audience
+    from .audience_export import ExportResult, export_audience
     from .cache import Cache, CacheEntry
     from .client import Client
     from .compare import RunComparison, compare_runs
@@ -64,10 +65,9 @@ _EXPORTS = {
     "Cache": "cache",
     "CacheEntry": "cache",
     "Client": "client",
-    **{
-        name: "audience"
-        for name in ("ExportResult", "audience_view", "export_audience", "load_audience")
-    },
+    **{name: "audience" for name in ("audience_view", "load_audience")},
+    "ExportResult": "audience_export",
+    "export_audience": "audience_export",
     **{
         name: "history"
         for name in (

@@ -170,7 +170,8 @@ def audience(
     progress: bool,
 ) -> None:
     """Export the audience SEGMENT_ID to a dataset, wait for the job, and load it."""
-    from .audience import export_audience, load_audience
+    from .audience import load_audience
+    from .audience_export import export_audience
 
     with _cli_errors(), Client(cache_dir=cache_dir) as client:
         result = export_audience(

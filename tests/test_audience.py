@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from cai_frames.audience import audience_view, export_audience, load_audience
+from cai_frames.audience import audience_view, load_audience
+from cai_frames.audience_export import export_audience
 from cai_frames.cli import main
 from cai_frames.emulator import DatasetSpec, Emulator
 from cai_frames.errors import (
