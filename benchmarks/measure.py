@@ -76,25 +76,40 @@ def run_job(variant: Variant) -> tuple[dict[str, Any] | None, float]:
     return result, float(result["seconds"])
 
 
-def measure(variants: dict[str, Variant]) -> dict[str, Samples]:
-    """Measure every variant, taking turns run by run so drift hits them all alike."""
+def measure(variants: dict[str, Variant], warm: list[Path] | None = None) -> dict[str, Samples]:
+    """Measure every variant, taking turns run by run so drift hits them all alike.
+
+    Variants measured once (the slow baselines) go last: some of them take ~10 GB, which
+    pushes the parts out of the page cache. ``warm`` files are read before every run,
+    so each run starts with them in the page cache.
+    """
     samples = {label: Samples() for label in variants}
     rounds = max(v.runs for v in variants.values())
-    for index in range(rounds):
-        for label, variant in variants.items():
-            if index >= variant.runs or samples[label].timed_out:
-                continue
-            result, seconds = run_job(variant)
-            logger.info("%s %s: %.3f s", variant.job, label, seconds)
-            kept = samples[label]
-            kept.seconds.append(seconds)
-            if result is None:
-                kept.timed_out = True
-                continue
-            kept.peak_mb.append(result["peak_mb"])
-            kept.added_mb.append(result["added_mb"])
-            kept.extra.append(result["extra"])
+    repeated = [label for label, v in variants.items() if v.runs > 1]
+    order = [label for index in range(rounds) for label in repeated if index < variants[label].runs]
+    order += [label for label, v in variants.items() if v.runs <= 1]
+    for label in order:
+        variant = variants[label]
+        read_through(warm or [])
+        result, seconds = run_job(variant)
+        logger.info("%s %s: %.3f s", variant.job, label, seconds)
+        kept = samples[label]
+        kept.seconds.append(seconds)
+        if result is None:
+            kept.timed_out = True
+            continue
+        kept.peak_mb.append(result["peak_mb"])
+        kept.added_mb.append(result["added_mb"])
+        kept.extra.append(result["extra"])
     return samples
+
+
+def read_through(paths: list[Path]) -> None:
+    """Read every file once, which puts it in the page cache."""
+    for path in paths:
+        with open(path, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
 
 
 @dataclass
