@@ -135,7 +135,11 @@ def sql_duckdb(p: dict[str, Any]) -> Job:
 
 
 def again_ours(p: dict[str, Any]) -> Job:
-    """A second online ``load_scores`` with the latest batch already cached."""
+    """A second ``load_scores`` with the latest batch cached, beside a running emulator.
+
+    With ``offline`` set the load makes no request: the same process, emulator and all,
+    so the two differ only by the requests.
+    """
     from benchmarks.serve import spec_from_dict
     from cai_frames import load_scores
     from cai_frames.emulator import Emulator
@@ -146,7 +150,9 @@ def again_ours(p: dict[str, Any]) -> Job:
 
     def run() -> dict[str, Any]:
         emu.reset_requests()
-        frame = load_scores(spec.dataset_id, cache_dir=p["cache_dir"], progress=False)
+        frame = load_scores(
+            spec.dataset_id, cache_dir=p["cache_dir"], progress=False, offline=p["offline"]
+        )
         paths = [path for _, path, _ in emu.requests]
         return {
             "rows": len(frame),

@@ -292,18 +292,22 @@ def again_case(ctx: Context) -> list[Row]:
     online = {"spec": spec_dict(spec), "data_dir": str(ctx.emulator_dir), **where}
     samples = measure(
         {
-            "load_scores online": ctx.variant("again_ours", **online),
-            "load_scores offline": ctx.variant("warm_ours", **where),
+            "load_scores online": ctx.variant("again_ours", offline=False, **online),
+            "load_scores offline": ctx.variant("again_ours", offline=True, **online),
         },
         warm=entry.part_paths,
     )
     case = f"nothing new, {spec.rows:,} rows cached"
     found = samples["load_scores online"]
     counts = found.extra[0]
-    exact = all(e["catalog_requests"] == 1 and e["file_requests"] == 0 for e in found.extra)
+    offline = samples["load_scores offline"].extra
+    silent = all(sum(e.values()) == e["rows"] for e in offline)
+    exact = silent and all(
+        e["catalog_requests"] == 1 and not e["file_requests"] for e in found.extra
+    )
     metric = (
         f"requests: {counts['catalog_requests']} catalog, {counts['file_requests']} file, "
-        f"{counts['other_requests']} token"
+        f"{counts['other_requests']} token; offline {'none' if silent else 'some'}"
     )
     return [
         time_row(case, samples, "load_scores online", "load_scores offline", at_most=1.1),
