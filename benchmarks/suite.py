@@ -94,6 +94,10 @@ class Context:
         self.scratch = data_dir / "scratch"
         self.size = size
         self.repeat = repeat or size.repeat
+        self.clear_scratch()
+
+    def clear_scratch(self) -> None:
+        """Empty the folder the download runs write into."""
         shutil.rmtree(self.scratch, ignore_errors=True)
         self.scratch.mkdir(parents=True)
 
@@ -175,6 +179,7 @@ def cold_case(ctx: Context) -> list[Row]:
         big = measure(
             {"download_scores": ctx.variant("cold_ours", env=env, dataset_id=large.dataset_id)}
         )
+    ctx.clear_scratch()
     shaped = f"{size.latency * 1000:g} ms first byte, {size.bandwidth / 1e6:g} MB/s per connection"
     case = f"cold download {spec.parts} parts ({shaped})"
     note = "ours includes the token, catalog and listing requests; curl gets the URLs given"
