@@ -223,12 +223,17 @@ def test_entry_writer_finish_with_missing_part_raises(tmp_path: Path) -> None:
         writer.finish()
 
 
-# The processes below run this: one download of the batch, one part at a time.
+# The processes below run this: one download of the batch, one part at a time. Given a
+# second argument, the process first imports everything, then waits for that file to
+# exist, so a test can decide when each process starts to download.
 DOWNLOAD_SCRIPT = """
-import logging, sys
+import logging, os, sys, time
 from cai_frames import download_scores
 from cai_frames.client import Client
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+deadline = time.monotonic() + 60
+while len(sys.argv) > 2 and not os.path.exists(sys.argv[2]) and time.monotonic() < deadline:
+    time.sleep(0.01)
 with Client(concurrency=1) as client:
     entry = download_scores(sys.argv[1], client=client, progress=False)
 print(entry.batch_id, len(entry.parts))
@@ -243,10 +248,10 @@ def emu() -> Iterator[Emulator]:
         yield emulator
 
 
-def _start(emu: Emulator, cache_dir: Path) -> subprocess.Popen[str]:
+def _start(emu: Emulator, cache_dir: Path, go: Path | None = None) -> subprocess.Popen[str]:
     env = {**os.environ, **emu.env(), "CAI_FRAMES_CACHE_DIR": str(cache_dir)}
     return subprocess.Popen(
-        [sys.executable, "-c", DOWNLOAD_SCRIPT, PROCESS_DATASET],
+        [sys.executable, "-c", DOWNLOAD_SCRIPT, PROCESS_DATASET, *([str(go)] if go else [])],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -288,8 +293,16 @@ def test_download_two_processes_one_fetches_other_waits_same_entry(
 ) -> None:
     emu.faults = Faults(slow_first_byte(0.25, path=FILES))
     emu.reset_requests()
+    go_first, go_second = tmp_path / "go-first", tmp_path / "go-second"
+    folder = tmp_path / "prod" / PROCESS_DATASET / str(emu.latest_batch_id(PROCESS_DATASET))
     try:
-        processes = [_start(emu, tmp_path), _start(emu, tmp_path)]
+        processes = [_start(emu, tmp_path, go_first), _start(emu, tmp_path, go_second)]
+        go_first.touch()
+        # The first part's partial file exists only while the first process holds the lock;
+        # its four slow parts then keep it busy far longer than the second needs to ask.
+        first_partial = folder / (emu.parts(PROCESS_DATASET)[0].name + PARTIAL_SUFFIX)
+        _wait_for(first_partial.exists, processes[0])
+        go_second.touch()
         results = [p.communicate(timeout=60) for p in processes]
     finally:
         emu.faults = None
@@ -300,7 +313,7 @@ def test_download_two_processes_one_fetches_other_waits_same_entry(
     assert [out for out, _ in results] == [f"{batch_id} {len(names)}\n"] * 2
     assert sorted(_file_gets(emu)) == sorted(names)
     waited = ["being downloaded by another process" in err for _, err in results]
-    assert sorted(waited) == [False, True]
+    assert waited == [False, True]
     entry = Cache(tmp_path).get("prod", PROCESS_DATASET, str(batch_id))
     assert entry is not None and list(entry.parts) == names
 
