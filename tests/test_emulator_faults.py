@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from cai_frames.emulator import DatasetSpec, Emulator
 from cai_frames.emulator.faults import (
     FILES,
     Faults,
+    Switch,
     drop_connection,
     expire_token,
     ignore_range,
@@ -441,13 +442,52 @@ def test_parse_switch_settings_read_as_typed_values(
     [
         ("teapot", "unknown fault 'teapot'"),
         ("throttle:2", "'2' is not key=value"),
-        ("stall:colour=red", "unexpected keyword argument 'colour'"),
+        ("stall:colour=red", "unknown option 'colour'; stall takes at, count, delay, fraction"),
+        ("drop_connection:count=abc", "count must be an integer >= 0, or none, got 'abc'"),
+        ("drop_connection:count=-1", "count must be an integer >= 0, or none, got -1"),
+        ("status_error:fraction=2", "fraction must be a number in (0, 1], got 2"),
+        ("status_error:fraction=0", "fraction must be a number in (0, 1], got 0"),
+        ("status_error:status=200", "status must be an HTTP error status, 400 to 599, got 200"),
+        ("throttle:retry_after=-3", "retry_after must be an integer number of seconds >= 0"),
+        ("stall:delay=-0.5", "delay must be a number of seconds >= 0, got -0.5"),
+        ("drop_connection:at=1", "at must be a share of the body in (0, 1), got 1"),
+        ("status_error:path=(", "path '(' is not a regular expression"),
     ],
-    ids=["unknown", "no-equals", "unknown-setting"],
+    ids=[
+        *("unknown", "no-equals", "unknown-setting", "count-text", "count-negative"),
+        *("fraction-2", "fraction-0", "status-200", "retry-negative", "delay-negative"),
+        *("at-1", "bad-pattern"),
+    ],
 )
 def test_parse_switch_malformed_refused(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         parse_switch(text)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: drop_connection(count=-1), "drop_connection count must be an integer >= 0"),
+        (lambda: status_error(502, fraction=1.5), "status_error fraction must be a number in"),
+        (lambda: status_error(302), "status_error status must be an HTTP error status"),
+        (lambda: slow_first_byte(-1.0), "slow_first_byte delay must be a number of seconds"),
+        (lambda: Switch("throttle"), "throttle takes the options ['http_date', 'retry_after']"),
+        (lambda: Switch("teapot"), "unknown fault 'teapot'"),
+    ],
+    ids=["count", "fraction", "status", "delay", "missing-options", "kind"],
+)
+def test_switch_constructors_out_of_range_refused(
+    build: Callable[[], Switch], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build()
+
+
+def test_cli_emulate_fault_bad_count_is_usage_error() -> None:
+    result = CliRunner().invoke(main, ["emulate", "--port", "0", "--fault", "stall:count=abc"])
+
+    assert result.exit_code == 2
+    assert "stall count must be an integer >= 0, or none, got 'abc'" in result.output
 
 
 def test_cli_emulate_bad_fault_is_usage_error() -> None:

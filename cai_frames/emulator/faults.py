@@ -30,6 +30,7 @@ resume asked for again.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import random
@@ -37,7 +38,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -79,6 +80,31 @@ class Switch:
     count: int | None = None
     fraction: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse settings the fault cannot act on, naming the setting and its range.
+
+        Raises:
+            ValueError: Unknown kind, a bad pattern, or a setting out of its range.
+        """
+        if self.kind not in SWITCHES:
+            raise ValueError(f"unknown fault {self.kind!r}; known: {', '.join(sorted(SWITCHES))}")
+        if self.path is not None:
+            try:
+                re.compile(self.path)
+            except (re.error, TypeError) as exc:
+                raise ValueError(
+                    f"{self.kind} path {self.path!r} is not a regular expression: {exc}"
+                ) from None
+        _check(self.kind, "count", self.count)
+        _check(self.kind, "fraction", self.fraction)
+        expected = set(_options(self.kind))
+        if set(self.options) != expected:
+            raise ValueError(
+                f"{self.kind} takes the options {sorted(expected)}, got {sorted(self.options)}"
+            )
+        for name, value in self.options.items():
+            _check(self.kind, name, value)
 
 
 def status_error(
@@ -185,6 +211,40 @@ SWITCHES = {
 }
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# Each setting: whether a value fits it, and the accepted range as the message says it.
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "count": (lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0, or none"),
+    "fraction": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "status": (lambda v: _is_int(v) and 400 <= v <= 599, "an HTTP error status, 400 to 599"),
+    "retry_after": (lambda v: _is_int(v) and v >= 0, "an integer number of seconds >= 0"),
+    "http_date": (lambda v: isinstance(v, bool), "true or false"),
+    "delay": (lambda v: _is_number(v) and 0 <= v < float("inf"), "a number of seconds >= 0"),
+    "at": (lambda v: _is_number(v) and 0 < v < 1, "a share of the body in (0, 1)"),
+    "delta": (lambda v: _is_int(v) and v != 0, "a non-zero integer number of bytes"),
+    "name": (lambda v: v is None or (isinstance(v, str) and v != ""), "a file name, or none"),
+}
+
+
+def _check(kind: str, name: str, value: Any) -> None:
+    fits, accepted = _RANGES[name]
+    if not fits(value):
+        raise ValueError(f"{kind} {name} must be {accepted}, got {value!r}")
+
+
+def _options(kind: str) -> list[str]:
+    """The names of the fault's own options (the factory's parameters but the common ones)."""
+    common = {"path", "count", "fraction"}
+    return [p for p in inspect.signature(SWITCHES[kind]).parameters if p not in common]
+
+
 def parse_switch(text: str) -> Switch:
     """Build a switch from ``kind[:key=value,...]``, as ``cai-frames emulate --fault`` takes.
 
@@ -199,14 +259,20 @@ def parse_switch(text: str) -> Switch:
     if factory is None:
         raise ValueError(f"unknown fault {kind!r}; known: {', '.join(sorted(SWITCHES))}")
     kwargs: dict[str, Any] = {}
+    known = sorted(inspect.signature(factory).parameters)
     for item in filter(None, (part.strip() for part in settings.split(","))):
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"fault {text!r}: {item!r} is not key=value")
+        if key.strip() not in known:
+            raise ValueError(
+                f"fault {text!r}: unknown option {key.strip()!r}; {factory.__name__} takes "
+                f"{', '.join(known)}"
+            )
         kwargs[key.strip()] = _value(value.strip())
     try:
         switch: Switch = factory(**kwargs)
-    except TypeError as exc:
+    except ValueError as exc:
         raise ValueError(f"fault {text!r}: {exc}") from None
     return switch
 
