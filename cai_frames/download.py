@@ -12,6 +12,9 @@ broken body is resumed with a ``Range`` request from the bytes already on disk, 
 :data:`RESUME_ATTEMPTS` requests in all. A part that arrives whole but wrong (another
 size than listed, or not readable parquet) is fetched once more from the start, then
 reported.
+
+A Ctrl-C (or any error) stops every fetch at its next chunk and cancels the queued ones;
+the partial files stay as they are and no manifest is written, so the next run resumes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 8
 # Requests one part may take when its body keeps breaking: the first and the resumes.
 RESUME_ATTEMPTS = 5
+# Seconds the main thread waits on the download threads at a time.
+_WAIT_SLICE = 0.2
 
 
 def download_batch(
@@ -118,14 +123,33 @@ def _fetch_all(
     concurrency: int,
     bar: Any,
 ) -> None:
+    """Fetch ``parts`` several at a time; stop them all at the first error or Ctrl-C.
+
+    A ``with`` block over the pool would wait for every queued part on the way out, so
+    a Ctrl-C would go on downloading the whole batch. Instead the running fetches see
+    the stop event at their next chunk, the queued ones are cancelled, the partial files
+    stay for the next run to resume, and the original exception goes on.
+    """
     if not parts:
         return
-    bar = _LockedBar(bar)
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="cai") as pool:
+    stop = threading.Event()
+    bar = _LockedBar(bar, stop)
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="cai")
+    try:
         futures = [pool.submit(_fetch_one, source, writer, part, bar) for part in parts]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
+        _wait_all(futures)
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _wait_all(futures: list[Future[None]]) -> None:
+    """Wait for every future, raising the first error; short waits keep Ctrl-C prompt."""
+    pending: set[Future[None]] = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=_WAIT_SLICE, return_when=FIRST_EXCEPTION)
         for future in done:
             future.result()
 
@@ -189,14 +213,25 @@ def _fetch_from_partial(source: PartSource, partial: Path, part: RemotePart, bar
             bar.update(-start)
 
 
-class _LockedBar:
-    """Serialises progress updates from the download threads."""
+class _Cancelled(Exception):
+    """Raised in a download thread, between chunks, once the download is being stopped."""
 
-    def __init__(self, bar: Any) -> None:
+
+class _LockedBar:
+    """Serialises progress updates from the download threads, and stops them when asked.
+
+    Every chunk written passes through :meth:`update`, so it is where a running fetch
+    learns that the download is being stopped.
+    """
+
+    def __init__(self, bar: Any, stop: threading.Event) -> None:
         self._bar = bar
+        self._stop = stop
         self._lock = threading.Lock()
 
     def update(self, n: int) -> None:
+        if self._stop.is_set():
+            raise _Cancelled("the download was stopped")
         with self._lock:
             self._bar.update(n)
 

@@ -248,10 +248,12 @@ def emu() -> Iterator[Emulator]:
         yield emulator
 
 
-def _start(emu: Emulator, cache_dir: Path, go: Path | None = None) -> subprocess.Popen[str]:
+def _start(
+    emu: Emulator, cache_dir: Path, go: Path | None = None, dataset: str = PROCESS_DATASET
+) -> subprocess.Popen[str]:
     env = {**os.environ, **emu.env(), "CAI_FRAMES_CACHE_DIR": str(cache_dir)}
     return subprocess.Popen(
-        [sys.executable, "-c", DOWNLOAD_SCRIPT, PROCESS_DATASET, *([str(go)] if go else [])],
+        [sys.executable, "-c", DOWNLOAD_SCRIPT, dataset, *([str(go)] if go else [])],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -369,3 +371,48 @@ def test_download_killed_mid_part_and_after_parts_next_run_resumes_to_truth(
     assert {n: ranges[n] for n in partials if partials[n]} == {
         n: f"bytes={size}-" for n, size in partials.items() if size
     }
+
+
+SLOW_DATASET = "5f0c7a1e2b3d4c5e6f70cc04"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_download_interrupted_stops_at_once_keeps_partial_next_run_resumes_to_truth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = DatasetSpec(dataset_id=SLOW_DATASET, rows=400, parts=3, seed=43)
+    # About a second per part, so the interrupted part is still streaming when the
+    # signal lands and the parts queued behind it have not started.
+    with Emulator(datasets=[spec], bandwidth=20e3) as emu:
+        emu.faults = Faults()
+        names = [p.name for p in emu.parts(SLOW_DATASET)]
+        sizes = {p.name: p.stat().st_size for p in emu.parts(SLOW_DATASET)}
+        folder = tmp_path / "prod" / SLOW_DATASET / str(emu.latest_batch_id(SLOW_DATASET))
+        partial = folder / (names[0] + PARTIAL_SUFFIX)
+        process = _start(emu, tmp_path, dataset=SLOW_DATASET)
+        _wait_for(lambda: partial.exists() and partial.stat().st_size > 0, process)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+        kept = partial.stat().st_size
+        on_disk = sorted(p.name for p in folder.iterdir())
+        first_run = _file_gets(emu)
+
+        for key, value in {**emu.env(), "CAI_FRAMES_CACHE_DIR": str(tmp_path)}.items():
+            monkeypatch.setenv(key, value)
+        emu.faults = Faults()
+        frame = load_scores(SLOW_DATASET, progress=False)
+        truth = emu.truth(SLOW_DATASET)
+        second_run = [(s.path.split("path=")[1], s.range) for s in emu.faults.served]
+
+    assert process.returncode == -signal.SIGINT
+    assert "KeyboardInterrupt" in err
+    # Stopped inside the first part: nothing else fetched, no manifest, the partial kept.
+    assert 0 < kept < sizes[names[0]]
+    assert on_disk == [names[0] + PARTIAL_SUFFIX]
+    assert first_run == [names[0]]
+    assert sorted(second_run) == sorted(
+        [(names[0], f"bytes={kept}-"), *((n, None) for n in names[1:])]
+    )
+    assert frame["profile_id"].tolist() == truth["profile_id"].tolist()
+    assert frame["probability"].tolist() == pytest.approx(truth["probability"].tolist())
