@@ -40,9 +40,7 @@ from .errors import (
     CacheMissError,
     SchemaError,
 )
-from .export_jobs import (
-    job_segment_ids,
-)
+from .export_jobs import job_batch_ids, job_segment_ids
 from .names import check_id
 from .settings import Settings, offline_from_env
 from .source import BatchInfo, PartSource, RemotePart
@@ -155,7 +153,8 @@ def load_audience(
         columns: Tidy column names to keep (physical columns with ``raw=True``).
         raw: Return the profile records as written (nested), merged across parts.
         offline: Use the cache only: the export's batches, or for a segment ID the
-            newest cached export of it.
+            newest cached export of it (the batches of the one job created last, in any
+            dataset; an export cached in part is skipped).
         progress: Show the job's state and the download.
         client: The platform client; by default one built from the environment.
         cache_dir: The cache folder.
@@ -270,16 +269,51 @@ def _cached_entries(
             return found
         what = f"export job {result.job_id} (batches {', '.join(result.batch_ids)})"
     else:
-        jobs = [e for e in cache.entries(sandbox) if _exports(e, segment_or_result)]
-        if jobs:
-            newest = jobs[0].manifest.get("catalog", {}).get("id")
-            return [e for e in jobs if e.manifest.get("catalog", {}).get("id") == newest]
+        exported = [e for e in cache.entries(sandbox) if _exports(e, segment_or_result)]
+        newest = _newest_export(exported)
+        if newest:
+            return newest
         what = f"any export of segment {segment_or_result}"
     raise CacheMissError(
         f"offline: the cache at {cache.root} holds no complete entry for {what} in sandbox "
         f"{sandbox!r}. Load it once online, or point CAI_FRAMES_CACHE_DIR at the cache "
         "that holds it."
     )
+
+
+def _newest_export(entries: list[CacheEntry]) -> list[CacheEntry]:
+    """The batches of the newest export job among ``entries`` that is cached whole.
+
+    A job is its dataset and job ID together: job IDs are numbers that restart in each
+    emulator and may repeat across orgs, while the cache is keyed by sandbox only, so
+    the same job ID in two datasets is two exports. Newest means the job created last,
+    then the one downloaded last; the batches come in the order the job lists them.
+    """
+    groups: dict[tuple[str, str], list[CacheEntry]] = {}
+    for entry in entries:
+        groups.setdefault((entry.dataset_id, str(_job(entry).get("id"))), []).append(entry)
+    whole = [g for g in groups.values() if _is_whole(g)]
+    if not whole:
+        return []
+    newest = max(whole, key=_export_time)
+    order = job_batch_ids(_job(newest[0]))
+    return sorted(newest, key=lambda e: order.index(e.batch_id))
+
+
+def _job(entry: CacheEntry) -> Mapping[str, Any]:
+    job = entry.manifest.get("catalog")
+    return job if isinstance(job, Mapping) else {}
+
+
+def _is_whole(group: list[CacheEntry]) -> bool:
+    """Whether the cache holds every batch the job lists, and only those."""
+    return sorted(job_batch_ids(_job(group[0]))) == sorted(e.batch_id for e in group)
+
+
+def _export_time(group: list[CacheEntry]) -> tuple[int, str]:
+    created = _job(group[0]).get("creationTime")
+    stamp = created if isinstance(created, int) and not isinstance(created, bool) else 0
+    return stamp, max(e.downloaded_at for e in group)
 
 
 def _exports(entry: CacheEntry, segment_id: str) -> bool:

@@ -55,14 +55,22 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("profile_id").reset_index(drop=True)
 
 
+def _assert_rows_are_truth(loaded: pd.DataFrame, truth: pd.DataFrame) -> None:
+    """Same rows as the truth, value for value in every truth column (nulls as None)."""
+    got, want = _sorted(loaded), _sorted(truth)
+    assert len(got) == len(want)
+    for column in truth.columns:
+        values = [None if v is pd.NA or v is pd.NaT else v for v in want[column].tolist()]
+        assert got[column].tolist() == values, column
+
+
 def test_load_audience_requested_fields_exactly_the_members_and_fields(emu: Emulator) -> None:
     segment = _segment(emu, "Email subscribers")
 
     loaded = load_audience(segment, fields=FIELDS, **FAST)
 
-    truth = emu.audience_truth(segment, ",".join(FIELDS))
-    score_columns = ["score_date", "influential_factors"]
-    assert list(loaded.columns) == [*truth.columns, *score_columns]
+    truth = emu.audience_truth(segment, FIELDS)
+    assert list(loaded.columns) == list(truth.columns)
     got = _sorted(loaded)
     want = _sorted(truth)
     assert got["profile_id"].tolist() == want["profile_id"].tolist()
@@ -252,3 +260,40 @@ def test_cli_audience_prints_dataset_job_and_rows(emu: Emulator) -> None:
     rows = len(emu.audience_truth(segment, "personalEmail.address"))
     assert f"loaded {rows:,} rows x 3 columns" in outcome.output
     assert "(created)" in outcome.output and "SUCCEEDED" in outcome.output
+
+
+def test_load_audience_offline_two_emulator_sessions_gives_one_export(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each emulator numbers its jobs from the same first ID, so both exports are job 11037.
+    small = DatasetSpec(
+        dataset_id="5f0c7a1e2b3d4c5e6f7081aa", rows=600, parts=2, instances=("churn",), seed=5
+    )
+    job_ids, loaded = [], []
+    for session in ("first", "second"):
+        with Emulator(datasets=[small], seed=3) as emulator:
+            for key, value in emulator.env().items():
+                monkeypatch.setenv(key, value)
+            segment = _segment(emulator, "Email subscribers")
+            result = export_audience(segment, dataset_name=session, **FAST)
+            loaded.append(load_audience(result, progress=False))
+            job_ids.append(result.job_id)
+            truth = emulator.audience_truth(segment)
+
+    offline = load_audience(segment, offline=True)
+
+    assert job_ids[0] == job_ids[1]
+    assert len(offline) == len(truth) == len(loaded[1]) > 0
+    _assert_rows_are_truth(offline, truth)
+
+
+def test_load_audience_offline_same_segment_exported_twice_takes_the_newer(emu: Emulator) -> None:
+    segment = _segment(emu, "High churn risk")
+    load_audience(segment, fields=["personalEmail.address"], **FAST)
+    load_audience(segment, fields=["person.name.firstName"], **FAST)
+
+    offline = load_audience(segment, offline=True)
+
+    truth = emu.audience_truth(segment, ["person.name.firstName"])
+    assert list(offline.columns) == ["profile_id", "profile_namespace", "person.name.firstName"]
+    _assert_rows_are_truth(offline, truth)

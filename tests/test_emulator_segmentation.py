@@ -220,3 +220,40 @@ def test_post_export_job_unknown_segment_404_names_it(
         for j in emu.exports.jobs()
         if j["filter"]["segments"][0]["segmentId"] == "no-such-segment"
     ]
+
+
+def test_audience_truth_fields_list_equals_comma_separated_string(emu: Emulator) -> None:
+    segment = next(s.segment_id for s in emu.segments() if s.rule == "email")
+    fields = ["personalEmail.address", f"{SPEC.tenant}.CustomerAI"]
+
+    listed = emu.audience_truth(segment, fields)
+
+    joined = emu.audience_truth(segment, ",".join(fields))
+    assert listed.equals(joined)
+    assert list(listed.columns) == [
+        "profile_id",
+        "profile_namespace",
+        "personalEmail.address",
+        "score",
+        "probability",
+        "percentile",
+        "propensity_type",
+        "score_date",
+        "influential_factors",
+    ]
+
+
+def test_audience_truth_score_date_and_factors_are_the_scores_truth(emu: Emulator) -> None:
+    segment = next(s.segment_id for s in emu.segments() if s.rule == "email")
+
+    truth = emu.audience_truth(segment, [f"{SPEC.tenant}.CustomerAI"])
+
+    scores = emu.truth(SPEC.dataset_id).set_index("profile_id")
+    scored = truth[truth["score"].notna()].set_index("profile_id")
+    assert len(scored) > 0
+    want = scores.loc[scored.index]
+    assert scored["score_date"].tolist() == want["score_date"].tolist()
+    assert scored["influential_factors"].tolist() == want["influential_factors"].tolist()
+    unscored = truth[truth["score"].isna()]
+    assert unscored["score_date"].isna().all()
+    assert unscored["influential_factors"].isna().all()

@@ -28,7 +28,7 @@ nothing is ignored.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,14 +244,31 @@ def _prune(array: pa.Array, tree: dict[str, Any]) -> pa.Array | None:
     return pa.StructArray.from_arrays(children, names, mask=array.is_null())
 
 
-def audience_truth(population: Population, segment_id: str, fields: str | None) -> pd.DataFrame:
+def audience_truth(
+    population: Population, segment_id: str, fields: Sequence[str] | str | None
+) -> pd.DataFrame:
     """The tidy rows an export of the segment should load as, from the generated values.
 
     One row per member (per member and instance, when several instances are exported):
-    ``profile_id`` and ``profile_namespace`` from the primary ECID, one column per
-    exported attribute leaf named by its dot path, and the tidy score columns when the
-    Customer AI struct is exported. Row order is not promised; sort before comparing.
+    ``profile_id`` and ``profile_namespace`` from the primary ECID; one column per
+    exported attribute leaf named by its dot path (``person.name.firstName``,
+    ``person.name.lastName``, ``personalEmail.address``, ``homeAddress.city``,
+    ``homeAddress.countryCode``, ``homeAddress.postalCode``); and, when the Customer AI
+    struct is exported, ``instance`` (several instances only), ``score``,
+    ``probability``, ``percentile``, ``propensity_type``, ``score_date`` and
+    ``influential_factors`` (lists of dicts), null for a member without scores.
+    ``segmentMembership`` is not in the truth: its qualification time is the job's.
+    Row order is not promised; sort before comparing.
+
+    Args:
+        population: The profiles and segments.
+        segment_id: The segment.
+        fields: The exported dot paths, as a list or one comma-separated string (as
+            :func:`cai_frames.audience_export.export_audience` takes them); ``None``
+            for every field.
     """
+    if fields is not None and not isinstance(fields, str):
+        fields = ",".join(fields)
     members = list(population.members(segment_id))
     exported = population.records(segment_id, fields, 0).schema
     frames = [_attribute_truth(population, p, exported) for p in members]
@@ -323,11 +340,22 @@ def _score_truth(
                         "propensity_type": pd.Series(
                             inst.propensity_type, index=range(len(rows))
                         ).where(present),
+                        "score_date": pd.Series(
+                            pd.Timestamp(inst.score_date_us, unit="us", tz="UTC"),
+                            index=range(len(rows)),
+                        ).where(present),
+                        "influential_factors": _factor_lists(inst.factors, rows, present),
                     }
                 )
             )
         frames.append(pd.concat(parts, ignore_index=True))
     return frames
+
+
+def _factor_lists(factors: pa.ListArray, rows: np.ndarray, present: np.ndarray) -> list[Any]:
+    """Each member's influential factors as a list of dicts, ``None`` without scores."""
+    values = factors.take(pa.array(rows, pa.int64())).to_pylist()
+    return [v if p else None for v, p in zip(values, present, strict=True)]
 
 
 def _with_scores(

@@ -326,10 +326,14 @@ class Emulator:
         population = self.exports.population
         return [] if population is None else list(population.segments.values())
 
-    def audience_truth(self, segment_id: str, fields: str | None = None) -> pd.DataFrame:
+    def audience_truth(
+        self, segment_id: str, fields: list[str] | str | None = None
+    ) -> pd.DataFrame:
         """The tidy rows an export of ``segment_id`` with ``fields`` should load as.
 
-        See :func:`cai_frames.emulator.audience.audience_truth`; rows in no set order.
+        ``fields`` is a list or one comma-separated string, as ``export_audience`` takes
+        it. See :func:`cai_frames.emulator.audience.audience_truth` for the columns (the
+        tidy audience's, ``segmentMembership`` aside); rows in no set order.
 
         Raises:
             KeyError: No such segment.
