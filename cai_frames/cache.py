@@ -238,14 +238,20 @@ class Cache:
         self,
         *,
         repair: bool = False,
+        quick: bool = False,
         sandbox: str | None = None,
         dataset_id: str | None = None,
     ) -> list[EntryCheck]:
-        """Check the size and parquet footer of every part of every complete entry.
+        """Check every part of every complete entry: size, footer and every data page.
+
+        The data pages are decoded a batch of rows at a time, so memory stays flat but
+        every part is read from disk (see :mod:`cai_frames.integrity`).
 
         Args:
             repair: Remove the broken parts and the manifest of each broken entry, so
                 that it counts as incomplete and the next download fetches only those.
+            quick: Check only sizes and footers (a few kilobytes per part); misses
+                bytes gone wrong inside the data pages.
             sandbox: Only this sandbox; every sandbox by default.
             dataset_id: Only this dataset; every dataset by default.
 
@@ -255,7 +261,11 @@ class Cache:
         """
         return [
             check_entry(
-                folder, folder / MANIFEST_NAME, FileLock(f"{folder}{LOCK_SUFFIX}"), repair=repair
+                folder,
+                folder / MANIFEST_NAME,
+                FileLock(f"{folder}{LOCK_SUFFIX}"),
+                repair=repair,
+                quick=quick,
             )
             for folder in self._entry_folders(sandbox, dataset_id)
             if (folder / MANIFEST_NAME).exists()

@@ -257,11 +257,17 @@ def cache_prune(
 
 @cache.command("verify")
 @click.option("--repair", is_flag=True, help="Remove broken parts; the next download refetches.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Check sizes and footers only; misses damage inside the data pages.",
+)
 @click.option("--cache-dir", type=click.Path(path_type=Path), help=_CACHE_DIR_HELP)
-def cache_verify(repair: bool, cache_dir: Path | None) -> None:
-    """Re-check the size and parquet footer of every cached part (exit 1 if broken)."""
+def cache_verify(repair: bool, quick: bool, cache_dir: Path | None) -> None:
+    """Re-read every cached part, data pages included (exit 1 if one is broken)."""
     with _cli_errors():
-        checks = Cache(cache_dir or Settings.from_env().cache_dir).verify(repair=repair)
+        store = Cache(cache_dir or Settings.from_env().cache_dir)
+        checks = store.verify(repair=repair, quick=quick)
     broken = [check for check in checks if check.problems]
     for check in checks:
         state = "skipped" if check.skipped else "ok" if check.ok else "repaired"

@@ -169,3 +169,47 @@ def test_load_scores_truncated_manifest_and_stray_temp_repaired_without_refetch(
     assert _file_requests(emu) == []
     assert json.loads(manifest.read_text())["parts"] == whole["parts"]
     assert sorted(p.name for p in folder.iterdir()) == sorted([*_names(whole), MANIFEST_NAME])
+
+
+def _garble_middle(path: Path, count: int = 2_000) -> bytes:
+    """Overwrite ``count`` bytes in the middle of a file with garbage, keeping its size."""
+    data = path.read_bytes()
+    start = len(data) // 2 - count // 2
+    garbage = bytes((i * 37 + 11) % 256 for i in range(count))
+    path.write_bytes(data[:start] + garbage + data[start + count :])
+    return data
+
+
+def test_part_problem_garbage_in_data_pages_found_only_by_full_check(tmp_path: Path) -> None:
+    part = _parquet_file(tmp_path / "p.parquet", rows=5_000)
+    size = part.stat().st_size
+    _garble_middle(part)
+
+    assert part.stat().st_size == size
+    assert part_problem(part, size) is None
+    assert (part_problem(part, size, pages=True) or "").startswith("has unreadable data pages (")
+
+
+@pytest.mark.integration
+def test_cache_verify_garbage_mid_part_reported_repaired_refetched_quick_misses_it(
+    emu: Emulator, env: None, isolated_env: Path
+) -> None:
+    load_scores(DATASET, progress=False)
+    entry = Cache(isolated_env).entries()[0]
+    broken = entry.part_paths[1]
+    data = _garble_middle(broken)
+
+    quick = CliRunner().invoke(main, ["cache", "verify", "--quick"])
+    checks = Cache(isolated_env).verify()
+    repaired = CliRunner().invoke(main, ["cache", "verify", "--repair"])
+    emu.reset_requests()
+    frame = load_scores(DATASET, progress=False)
+
+    assert broken.stat().st_size == len(data)
+    assert quick.exit_code == 0 and "1 entries checked, 0 broken" in quick.output
+    assert [[name for name, _ in c.problems] for c in checks] == [[broken.name]]
+    assert checks[0].problems[0][1].startswith("has unreadable data pages (")
+    assert repaired.exit_code == 0 and f"repaired {entry.path}" in repaired.output
+    assert [p.split("path=")[1] for p in _file_requests(emu)] == [broken.name]
+    assert broken.read_bytes() == data
+    _truth_equal(frame, emu)
