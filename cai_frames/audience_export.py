@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .client import Client, client_scope
 from .errors import (
     ApiError,
+    ConfigurationError,
     ExportJobCancelled,
     ExportJobError,
     ExportJobFailed,
@@ -43,6 +44,7 @@ from .export_jobs import (
     job_segment_ids,
     job_status,
 )
+from .names import check_id
 
 logger = logging.getLogger(__name__)
 
@@ -97,15 +99,15 @@ def export_audience(
         segment_id: The segment (audience) to export.
         fields: XDM dot paths to export (``"person.name.firstName"``,
             ``"_acmecorp.CustomerAI"``), as a list or one comma-separated string; by
-            default every field.
+            default (``None``) every field. An empty list is refused.
         merge_policy_id: The merge policy; by default the sandbox's default one.
         dataset_id: A dataset on the Profile union schema to write into; by default a
             new one is created (and logged).
         dataset_name: The name of the dataset created when ``dataset_id`` is not given.
         job_id: An export job started before: it is read (never started again) and
             waited for if still running.
-        poll_interval: Seconds between polls of the job.
-        timeout: Seconds to wait for the job to end.
+        poll_interval: Seconds between polls of the job; more than 0.
+        timeout: Seconds to wait for the job to end; 0 or more (0 reads the job once).
         progress: Show the job's state while waiting.
         client: The platform client; by default one built from the environment.
 
@@ -113,7 +115,11 @@ def export_audience(
         The job, its dataset and its batch IDs.
 
     Raises:
-        SegmentNotFoundError: The platform knows no such segment.
+        ConfigurationError: An argument is out of range (an empty or path-like
+            ``segment_id``, an empty ``fields``, ``poll_interval`` not above 0,
+            ``timeout`` below 0); checked before anything is created on the platform.
+        SegmentNotFoundError: The platform knows no such segment; the message names
+            the dataset created for the export, left empty.
         ExportJobFailed: The job ended ``FAILED``; the message quotes its errors.
         ExportJobCancelled: The job was cancelled.
         ExportJobTimeout: The job had not ended after ``timeout``; pass its ``job_id``
@@ -124,7 +130,7 @@ def export_audience(
         ... # doctest: +SKIP
         >>> result.dataset_id, result.batch_id  # doctest: +SKIP
     """
-    wanted = _field_list(fields)
+    wanted = _check_arguments(segment_id, fields, poll_interval, timeout)
     with client_scope(client) as active:
         jobs = ExportJobs(active.session)
         if job_id is not None:
@@ -144,6 +150,34 @@ def export_audience(
             )
         job = _wait(jobs, job, segment_id, poll_interval, timeout, progress)
     return _result(job, segment_id, created)
+
+
+def _check_arguments(
+    segment_id: str, fields: Sequence[str] | str | None, poll_interval: float, timeout: float
+) -> list[str] | None:
+    """The field list, once every argument is known good; nothing is on the platform yet.
+
+    Raises:
+        ConfigurationError: The segment ID is empty or path-like, ``fields`` names no
+            path, ``poll_interval`` is not above 0 or ``timeout`` is below 0.
+    """
+    check_id(segment_id, "segment ID")
+    if not poll_interval > 0:
+        raise ConfigurationError(
+            f"poll_interval must be more than 0 seconds, got {poll_interval!r}; the default "
+            f"is {DEFAULT_POLL_INTERVAL:g}."
+        )
+    if not timeout >= 0:
+        raise ConfigurationError(
+            f"timeout must be 0 seconds or more, got {timeout!r}; the default is "
+            f"{DEFAULT_TIMEOUT:g} (0 reads the job once without waiting)."
+        )
+    wanted = _field_list(fields)
+    if fields is not None and wanted is None:
+        raise ConfigurationError(
+            f"fields is empty ({fields!r}); leave it out (fields=None) to export every field."
+        )
+    return wanted
 
 
 def _field_list(fields: Sequence[str] | str | None) -> list[str] | None:

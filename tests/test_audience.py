@@ -14,6 +14,7 @@ from cai_frames.cli import main
 from cai_frames.emulator import DatasetSpec, Emulator
 from cai_frames.errors import (
     CacheMissError,
+    ConfigurationError,
     ExportJobCancelled,
     ExportJobFailed,
     ExportJobTimeout,
@@ -190,11 +191,14 @@ def test_export_audience_deleted_job_raises_cancelling(emu: Emulator) -> None:
 
 
 def test_export_audience_unknown_segment_names_created_dataset(emu: Emulator) -> None:
+    before = set(emu.exports.state.datasets)
     with pytest.raises(SegmentNotFoundError, match="not found") as caught:
         export_audience("00000000-0000-4000-a000-000000000000", **FAST)
 
-    created = [d for d, v in emu.exports.state.datasets.items() if not v.batches]
-    assert any(f"dataset_id={d!r}" in str(caught.value) for d in created)
+    [created] = set(emu.exports.state.datasets) - before
+    assert not emu.exports.state.datasets[created].batches
+    assert f"Dataset {created} was created for this export and is left empty" in str(caught.value)
+    assert f"dataset_id={created!r}" in str(caught.value)
     assert isinstance(caught.value, LookupError)
 
 
@@ -297,3 +301,37 @@ def test_load_audience_offline_same_segment_exported_twice_takes_the_newer(emu: 
     truth = emu.audience_truth(segment, ["person.name.firstName"])
     assert list(offline.columns) == ["profile_id", "profile_namespace", "person.name.firstName"]
     _assert_rows_are_truth(offline, truth)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"segment_id": ""}, "segment ID '' cannot be used"),
+        ({"segment_id": "../x"}, "segment ID '../x' cannot be used"),
+        ({"poll_interval": 0}, "poll_interval must be more than 0 seconds, got 0"),
+        ({"poll_interval": -1.0}, "poll_interval must be more than 0 seconds, got -1.0"),
+        ({"timeout": -1}, "timeout must be 0 seconds or more, got -1"),
+        ({"fields": []}, r"fields is empty \(\[\]\); leave it out"),
+    ],
+    ids=[
+        "empty-segment",
+        "path-segment",
+        "zero-poll",
+        "negative-poll",
+        "negative-timeout",
+        "empty-fields",
+    ],
+)
+def test_export_audience_bad_argument_refused_before_any_request(
+    emu: Emulator, arguments: dict[str, object], message: str
+) -> None:
+    call: dict[str, object] = {"segment_id": _segment(emu, "Email subscribers"), **FAST}
+    call.update(arguments)
+    datasets = len(emu.exports.state.datasets)
+
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        export_audience(**call)  # type: ignore[arg-type]
+
+    assert isinstance(caught.value, ValueError)
+    assert emu.requests == []
+    assert len(emu.exports.state.datasets) == datasets
