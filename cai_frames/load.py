@@ -218,8 +218,9 @@ def _open(path: Path) -> pq.ParquetFile:
 
 def _unreadable(path: Path, error: BaseException) -> PartReadError:
     return PartReadError(
-        f"{path} is not a readable parquet part ({error}). Delete the file or clear its "
-        "cache entry (`cai-frames cache clear`) and download the batch again."
+        f"{path} is not a readable parquet part ({error}). Run `cai-frames cache verify "
+        "--repair` to remove the broken parts (and only those); the next load fetches them "
+        "again."
     )
 
 

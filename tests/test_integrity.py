@@ -16,6 +16,7 @@ from cai_frames import load_scores
 from cai_frames.cache import MANIFEST_NAME, Cache
 from cai_frames.cli import main
 from cai_frames.emulator import DatasetSpec, Emulator
+from cai_frames.errors import PartReadError
 from cai_frames.integrity import part_problem
 
 DATASET = "5f0c7a1e2b3d4c5e6f70bb02"
@@ -212,4 +213,28 @@ def test_cache_verify_garbage_mid_part_reported_repaired_refetched_quick_misses_
     assert repaired.exit_code == 0 and f"repaired {entry.path}" in repaired.output
     assert [p.split("path=")[1] for p in _file_requests(emu)] == [broken.name]
     assert broken.read_bytes() == data
+    _truth_equal(frame, emu)
+
+
+@pytest.mark.integration
+def test_load_scores_garbled_cached_part_hint_names_verify_repair_which_fixes_it(
+    emu: Emulator, env: None, isolated_env: Path
+) -> None:
+    load_scores(DATASET, progress=False)
+    broken = Cache(isolated_env).entries()[0].part_paths[0]
+    _garble_middle(broken)
+
+    with pytest.raises(PartReadError) as raised:
+        load_scores(DATASET, progress=False)
+    repaired = CliRunner().invoke(main, ["cache", "verify", "--repair"])
+    frame = load_scores(DATASET, progress=False)
+
+    message = str(raised.value)
+    assert message.startswith(f"{broken} is not a readable parquet part (")
+    assert message.endswith(
+        "). Run `cai-frames cache verify --repair` to remove the broken parts (and only "
+        "those); the next load fetches them again."
+    )
+    assert "cache clear" not in message
+    assert repaired.exit_code == 0
     _truth_equal(frame, emu)
