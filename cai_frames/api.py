@@ -22,6 +22,7 @@ from .download import download_batch
 from .errors import CacheMissError
 from .names import check_id
 from .settings import Settings, offline_from_env
+from .xdm import column_list
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def load_scores(
     dataset_id: str,
     *,
     batch_id: str | None = None,
-    columns: Sequence[str] | None = None,
+    columns: str | Sequence[str] | None = None,
     raw: bool = False,
     offline: bool = False,
     progress: bool = True,
@@ -104,7 +105,8 @@ def load_scores(
         dataset_id: The Customer AI score dataset.
         batch_id: A given batch; by default the latest successful one.
         columns: Tidy column names to load (raw column names with ``raw=True``); fewer
-            columns read less from disk.
+            columns read less from disk. One string is one name (``"score"``); an
+            empty list is refused.
         raw: Return the records as written (nested columns), merged across parts.
         offline: Use the cache only, with no network call.
         progress: Show a progress bar while downloading.
@@ -115,6 +117,7 @@ def load_scores(
         The scores, in part order then file order.
 
     Raises:
+        ConfigurationError: ``columns`` is an empty list.
         CacheMissError: Offline, and no complete entry matches.
         NoBatchError: The dataset has no successful batch yet.
         SchemaError: The batch holds no Customer AI scores (try ``raw=True``).
@@ -123,6 +126,7 @@ def load_scores(
         >>> scores = load_scores("5cd9146b31dae914b75f654f")  # doctest: +SKIP
         >>> scores.groupby("propensity_type")["score"].describe()  # doctest: +SKIP
     """
+    wanted = column_list(columns)
     entry = download_scores(
         dataset_id,
         batch_id=batch_id,
@@ -131,7 +135,7 @@ def load_scores(
         client=client,
         cache_dir=cache_dir,
     )
-    table = load.load_table(entry.part_paths, columns=columns, raw=raw)
+    table = load.load_table(entry.part_paths, columns=wanted, raw=raw)
     return load.to_pandas(table)
 
 

@@ -44,6 +44,7 @@ from .export_jobs import job_batch_ids, job_segment_ids
 from .names import check_id
 from .settings import Settings, offline_from_env
 from .source import BatchInfo, PartSource, RemotePart
+from .xdm import column_list
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def download_audience(
 def load_audience(
     segment_or_result: str | ExportResult,
     *,
-    columns: Sequence[str] | None = None,
+    columns: str | Sequence[str] | None = None,
     raw: bool = False,
     offline: bool = False,
     progress: bool = True,
@@ -150,7 +151,8 @@ def load_audience(
         segment_or_result: A segment ID, which is exported first with
             :func:`export_audience` (``export`` holds its other arguments), or the
             :class:`ExportResult` of an export.
-        columns: Tidy column names to keep (physical columns with ``raw=True``).
+        columns: Tidy column names to keep (physical columns with ``raw=True``); one
+            string is one name, an empty list is refused.
         raw: Return the profile records as written (nested), merged across parts.
         offline: Use the cache only: the export's batches, or for a segment ID the
             newest cached export of it (the batches of the one job created last, in any
@@ -165,6 +167,8 @@ def load_audience(
         The audience, Arrow-backed dtypes, rows as the module docstring orders them.
 
     Raises:
+        ConfigurationError: ``columns`` is an empty list, or an argument of
+            :func:`export_audience` is out of range; nothing is exported then.
         CacheMissError: Offline, and the cache holds no such export.
         ExportJobError: The export did not succeed (see :func:`export_audience`).
 
@@ -173,8 +177,9 @@ def load_audience(
         ...                                             "_acmecorp.CustomerAI"])
         ... # doctest: +SKIP
     """
+    wanted = column_list(columns)
     table = _audience_table(
-        segment_or_result, columns, raw, offline, progress, client, cache_dir, export
+        segment_or_result, wanted, raw, offline, progress, client, cache_dir, export
     )
     return load.to_pandas(table)
 

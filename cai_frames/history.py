@@ -34,7 +34,7 @@ from .client import Client, client_scope
 from .errors import CacheMissError, HistoryError
 from .names import check_id
 from .settings import Settings, offline_from_env
-from .xdm import UTC_MICROS
+from .xdm import UTC_MICROS, column_list
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def load_score_history(
     *,
     runs: int | None = None,
     since: date | datetime | str | None = None,
-    columns: Sequence[str] | None = None,
+    columns: str | Sequence[str] | None = None,
     offline: bool = False,
     progress: bool = True,
     client: Client | None = None,
@@ -102,8 +102,9 @@ def load_score_history(
         dataset_id: The Customer AI score dataset.
         runs: Only the newest ``runs`` runs.
         since: Only runs created at or after this time (see :func:`list_runs`).
-        columns: Tidy columns to load, as for :func:`cai_frames.load_scores`;
-            ``batch_id`` and ``run_date`` are always there.
+        columns: Tidy columns to load, as for :func:`cai_frames.load_scores` (one
+            string is one name, an empty list is refused); ``batch_id`` and
+            ``run_date`` are always there.
         offline: Use the cache only, with no network call.
         progress: Show a progress bar while downloading.
         client: The platform client; by default one built from the environment.
@@ -115,6 +116,7 @@ def load_score_history(
         :func:`cai_frames.load_scores` gives.
 
     Raises:
+        ConfigurationError: ``columns`` is an empty list.
         CacheMissError: No cached run matches.
         SchemaError: A run holds no Customer AI scores, or a column name is unknown.
 
@@ -122,8 +124,8 @@ def load_score_history(
         >>> history = load_score_history("5cd9146b31dae914b75f654f")  # doctest: +SKIP
         >>> history.groupby("run_date")["score"].mean()  # doctest: +SKIP
     """
+    wanted = _tidy_columns(columns)
     entries = _selected(dataset_id, runs, since, offline, progress, client, cache_dir)
-    wanted = None if columns is None else [c for c in columns if c not in RUN_COLUMNS]
     ordered = entries[::-1]
     tables = [_with_run(load.load_table(e.part_paths, columns=wanted), e) for e in ordered]
     return load.to_pandas(load.merge_tables(tables, [e.path for e in ordered]))
@@ -136,7 +138,7 @@ def scores_history_view(
     name: str = "scores_history",
     runs: int | None = None,
     since: date | datetime | str | None = None,
-    columns: Sequence[str] | None = None,
+    columns: str | Sequence[str] | None = None,
     offline: bool = False,
     progress: bool = True,
     client: Client | None = None,
@@ -161,8 +163,8 @@ def scores_history_view(
         >>> con.sql("SELECT run_date, avg(score) FROM scores_history GROUP BY 1").df()
         ... # doctest: +SKIP
     """
+    wanted = _tidy_columns(columns)
     entries = _selected(dataset_id, runs, since, offline, progress, client, cache_dir)
-    wanted = None if columns is None else [c for c in columns if c not in RUN_COLUMNS]
     query = "\nUNION ALL BY NAME\n".join(_run_select(e, wanted) for e in entries[::-1])
     con = duckdb.connect() if con is None else con
     con.execute(f"CREATE OR REPLACE VIEW {sql.quote_identifier(name)} AS\n{query}")
@@ -228,6 +230,12 @@ def _sync(
                     cache_dir=cache_dir,
                 )
     return Cache(cache_dir or settings.cache_dir), settings.sandbox
+
+
+def _tidy_columns(columns: str | Sequence[str] | None) -> list[str] | None:
+    """The tidy columns to read from each run: ``columns`` without the run columns."""
+    names = column_list(columns)
+    return None if names is None else [c for c in names if c not in RUN_COLUMNS]
 
 
 def _utc(since: date | datetime | str) -> datetime:

@@ -32,7 +32,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cai_frames.errors import SchemaError
+from cai_frames.errors import ConfigurationError, SchemaError
 
 logger = logging.getLogger(__name__)
 
@@ -161,12 +161,32 @@ def _kind(kind: pa.DataType) -> str:
     return str(kind)
 
 
-def resolve_columns(layout: ScoreLayout, columns: Sequence[str] | None) -> list[str]:
+def column_list(columns: str | Sequence[str] | None) -> list[str] | None:
+    """The ``columns`` argument of a loading function as a list of names.
+
+    One string is one column name (``"score"`` is ``["score"]``, never its letters).
+
+    Raises:
+        ConfigurationError: ``columns`` is an empty list.
+    """
+    if columns is None:
+        return None
+    names = [columns] if isinstance(columns, str) else list(columns)
+    if not names:
+        raise ConfigurationError("columns is empty; leave it out to load every column.")
+    return names
+
+
+def resolve_columns(layout: ScoreLayout, columns: str | Sequence[str] | None) -> list[str]:
     """The tidy columns to build, in output order; ``instance`` only with several instances.
+
+    One string is one column name, as in :func:`column_list`.
 
     Raises:
         SchemaError: A name is not a tidy column.
     """
+    if isinstance(columns, str):
+        columns = [columns]
     if columns is None:
         several = len(layout.instances) > 1
         return [c for c in TIDY_COLUMNS if c != "instance" or several]

@@ -195,6 +195,20 @@ def test_load_scores_columns_selects_tidy_columns(emu: Emulator) -> None:
     assert scores["score"].tolist() == truth["score"].tolist()
 
 
+def test_load_scores_columns_one_string_is_one_column(emu: Emulator) -> None:
+    scores = load_scores(CHURN, columns="score", progress=False)
+
+    assert list(scores.columns) == ["score"]
+    assert scores["score"].tolist() == emu.truth(CHURN)["score"].tolist()
+
+
+def test_load_scores_columns_empty_list_refused_before_any_request(emu: Emulator) -> None:
+    with pytest.raises(ConfigurationError, match="^columns is empty; leave it out to load every"):
+        load_scores(CHURN, columns=[], progress=False)
+
+    assert emu.requests == []
+
+
 def test_load_scores_raw_returns_nested_records_as_written(emu: Emulator) -> None:
     entry = download_scores(CHURN, progress=False)
     raw = load_scores(CHURN, raw=True, progress=False)

@@ -335,3 +335,19 @@ def test_export_audience_bad_argument_refused_before_any_request(
     assert isinstance(caught.value, ValueError)
     assert emu.requests == []
     assert len(emu.exports.state.datasets) == datasets
+
+
+def test_load_audience_columns_one_string_is_one_column(emu: Emulator) -> None:
+    segment = _segment(emu, "Email subscribers")
+
+    loaded = load_audience(segment, fields=FIELDS, columns="profile_id", **FAST)
+
+    assert list(loaded.columns) == ["profile_id"]
+    assert sorted(loaded["profile_id"]) == sorted(emu.audience_truth(segment, FIELDS)["profile_id"])
+
+
+def test_load_audience_columns_empty_list_refused_before_any_request(emu: Emulator) -> None:
+    with pytest.raises(ConfigurationError, match="^columns is empty; leave it out"):
+        load_audience(_segment(emu, "Email subscribers"), columns=[], **FAST)
+
+    assert emu.requests == []

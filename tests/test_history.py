@@ -18,6 +18,7 @@ from cai_frames import (
     Cache,
     CacheMissError,
     Client,
+    ConfigurationError,
     HistoryError,
     Settings,
     backfill_runs,
@@ -129,6 +130,23 @@ def test_load_score_history_runs_keeps_the_newest(platform: Platform) -> None:
     assert list(history.columns) == ["batch_id", "run_date", "score"]
     assert list(dict.fromkeys(history["batch_id"])) == platform.weekly[1:]
     assert len(history) == 2 * WEEKLY.rows
+
+
+def test_load_score_history_columns_one_string_is_one_column(platform: Platform) -> None:
+    history = load_score_history(
+        WEEKLY.dataset_id, runs=1, columns="score", offline=True, cache_dir=platform.cache_dir
+    )
+
+    assert list(history.columns) == ["batch_id", "run_date", "score"]
+    assert history["score"].tolist() == _truth(platform, platform.weekly[-1])["score"].tolist()
+
+
+@pytest.mark.parametrize("view", [False, True], ids=["frame", "view"])
+def test_load_score_history_columns_empty_list_refused(platform: Platform, view: bool) -> None:
+    call = scores_history_view if view else load_score_history
+
+    with pytest.raises(ConfigurationError, match="^columns is empty; leave it out"):
+        call(WEEKLY.dataset_id, columns=[], offline=True, cache_dir=platform.cache_dir)
 
 
 @pytest.mark.parametrize("kind", ["str", "date", "datetime"])
