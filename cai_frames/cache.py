@@ -39,6 +39,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -58,6 +59,7 @@ MANIFEST_FORMAT = 1
 PARTIAL_SUFFIX = ".partial"
 LOCK_SUFFIX = ".lock"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_CACHE_DIR_FIX = "set CAI_FRAMES_CACHE_DIR or pass cache_dir= / --cache-dir to a writable folder"
 
 
 @dataclass(frozen=True)
@@ -134,10 +136,41 @@ class Cache:
         return self._dataset_path(sandbox, dataset_id) / check_id(batch_id, "batch ID")
 
     def lock(self, sandbox: str, dataset_id: str, batch_id: str) -> FileLock:
-        """A cross-process lock held while an entry is written."""
+        """A cross-process lock held while an entry is written.
+
+        Raises:
+            CacheError: The dataset's folder cannot be created.
+        """
         folder = self._dataset_path(sandbox, dataset_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        with cache_write_errors(folder):
+            folder.mkdir(parents=True, exist_ok=True)
         return FileLock(str(folder / (check_id(batch_id, "batch ID") + LOCK_SUFFIX)))
+
+    def check_writable(self, sandbox: str, dataset_id: str) -> None:
+        """Fail now, before any network call, when a download could not be stored.
+
+        The nearest existing folder on the way to the dataset's folder must be a folder,
+        and writable unless the dataset already has complete entries: a read-only cache
+        still serves the batches it holds.
+
+        Raises:
+            CacheError: The cache folder (or a parent) is a file, or nothing of the
+                dataset is cached and the folder is not writable.
+        """
+        folder = self._dataset_path(sandbox, dataset_id)
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is None:
+            return
+        if not existing.is_dir():
+            raise CacheError(
+                f"cannot use the cache folder {self.root}: {existing} is not a folder; "
+                f"{_CACHE_DIR_FIX}."
+            )
+        if not os.access(existing, os.W_OK | os.X_OK) and not self.entries(sandbox, dataset_id):
+            raise CacheError(
+                f"cannot write to the cache folder {self.root}: {existing} is not writable; "
+                f"{_CACHE_DIR_FIX}."
+            )
 
     def get(self, sandbox: str, dataset_id: str, batch_id: str) -> CacheEntry | None:
         """The complete entry for this batch, or ``None`` when there is none."""
@@ -300,7 +333,8 @@ class EntryWriter:
         self.parts = sorted(parts, key=lambda p: p.name)
         for part in self.parts:
             check_file_name(part.name)
-        path.mkdir(parents=True, exist_ok=True)
+        with cache_write_errors(path):
+            path.mkdir(parents=True, exist_ok=True)
 
     def final_path(self, part: RemotePart) -> Path:
         """Where a whole part lives."""
@@ -329,7 +363,8 @@ class EntryWriter:
                 f"part {part.name} of batch {self.batch.batch_id} {problem}; the partial "
                 "file was removed. Run the download again to fetch it anew."
             )
-        os.replace(partial, self.final_path(part))
+        with cache_write_errors(self.path):
+            os.replace(partial, self.final_path(part))
 
     def finish(self) -> CacheEntry:
         """Write the manifest, marking the entry complete, and return it.
@@ -347,7 +382,8 @@ class EntryWriter:
         for stale in self.path.glob(MANIFEST_NAME + ".*.tmp"):
             stale.unlink(missing_ok=True)
         manifest = self._manifest()
-        _write_json_atomic(self.path / MANIFEST_NAME, manifest)
+        with cache_write_errors(self.path):
+            _write_json_atomic(self.path / MANIFEST_NAME, manifest)
         entry = _entry_from_manifest(self.path, manifest)
         logger.info(
             "cached batch %s of dataset %s: %d parts, %d bytes",
@@ -382,12 +418,31 @@ class EntryWriter:
         }
 
 
+@contextmanager
+def cache_write_errors(folder: Path) -> Iterator[None]:
+    """Turn an OS error while writing under ``folder`` into a :class:`CacheError`.
+
+    A read-only disk, a full one, or a cache folder that is a file would otherwise
+    show as a bare ``OSError`` traceback; the message names the folder and the fix.
+    """
+    try:
+        yield
+    except CacheError:
+        raise
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CacheError(
+            f"cannot write to the cache folder {folder}: {reason} ({type(exc).__name__}); "
+            f"{_CACHE_DIR_FIX}."
+        ) from exc
+
+
 def _read_entry(folder: Path) -> CacheEntry | None:
     """Read an entry's manifest; ``None`` unless the entry is complete and whole."""
     manifest_path = folder / MANIFEST_NAME
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, ValueError) as exc:
         logger.warning("ignoring cache entry %s: unreadable manifest (%s)", folder, exc)
@@ -439,7 +494,7 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
 def _subdirs(folder: Path) -> list[Path]:
     try:
         return sorted(p for p in folder.iterdir() if p.is_dir())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
 
 

@@ -267,23 +267,28 @@ class DataAccessSource:
         """Write the streamed body to ``out``, reporting each chunk.
 
         ``read1`` hands over whatever has arrived, so when the connection breaks every
-        byte received is already in ``out`` and a resume asks only for the rest.
+        byte received is already in ``out`` and a resume asks only for the rest. Only
+        the reads count as the network: an error writing ``out`` (a full disk) is no
+        broken body and goes to the caller as it is.
         """
         written = 0
-        try:
-            while chunk := response.raw.read1(self.chunk_size, decode_content=True):
-                out.write(chunk)
-                written += len(chunk)
-                if on_bytes is not None:
-                    on_bytes(len(chunk))
-        except _BODY_ERRORS as exc:
-            out.flush()
-            cause = _as_requests_error(exc)
-            raise IncompleteBodyError(
-                f"{part.name}: the connection broke after {offset + written} of "
-                f"{part.size} bytes ({type(exc).__name__}); the download resumes from there "
-                f"when tried again."
-            ) from cause
+        while True:
+            try:
+                chunk = response.raw.read1(self.chunk_size, decode_content=True)
+            except _BODY_ERRORS as exc:
+                out.flush()
+                cause = _as_requests_error(exc)
+                raise IncompleteBodyError(
+                    f"{part.name}: the connection broke after {offset + written} of "
+                    f"{part.size} bytes ({type(exc).__name__}); the download resumes from "
+                    f"there when tried again."
+                ) from cause
+            if not chunk:
+                break
+            out.write(chunk)
+            written += len(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
         logger.debug("%s: wrote %d bytes from offset %d", part.name, written, offset)
 
 

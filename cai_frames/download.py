@@ -30,7 +30,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .cache import Cache, CacheEntry, EntryWriter
+from .cache import Cache, CacheEntry, EntryWriter, cache_write_errors
 from .errors import DownloadError, IncompleteBodyError
 from .source import BatchInfo, PartSource, RemotePart
 
@@ -66,18 +66,24 @@ def download_batch(
 
     Returns:
         The complete cache entry.
+
+    Raises:
+        CacheError: The cache folder cannot be written (checked before any request
+            when nothing of the dataset is cached yet).
     """
+    cache.check_writable(sandbox, dataset_id)
     batch = source.resolve_batch(dataset_id, batch_id)
     entry = cache.get(sandbox, dataset_id, batch.batch_id)
     if entry is not None:
         logger.debug("batch %s of dataset %s is cached already", batch.batch_id, dataset_id)
         return entry
     lock = cache.lock(sandbox, dataset_id, batch.batch_id)
-    try:
-        lock.acquire(timeout=0)
-    except TimeoutError:
-        logger.info("batch %s is being downloaded by another process; waiting", batch.batch_id)
-        lock.acquire()
+    with cache_write_errors(Path(lock.lock_file).parent):
+        try:
+            lock.acquire(timeout=0)
+        except TimeoutError:
+            logger.info("batch %s is being downloaded by another process; waiting", batch.batch_id)
+            lock.acquire()
     try:
         # Another process may have finished the entry while this one waited.
         entry = cache.get(sandbox, dataset_id, batch.batch_id)
@@ -203,7 +209,10 @@ def _fetch_from_partial(source: PartSource, partial: Path, part: RemotePart, bar
     if start > part.size:
         start = 0
     # Unbuffered, so that whatever arrived is on disk even if the process is killed.
-    with open(partial, "r+b" if start else "wb", buffering=0) as out:
+    with (
+        cache_write_errors(partial.parent),
+        open(partial, "r+b" if start else "wb", buffering=0) as out,
+    ):
         out.seek(start)
         out.truncate()
         if start:
