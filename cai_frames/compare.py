@@ -91,7 +91,16 @@ class RunComparison:
     psi_bins: pd.DataFrame
 
     def movers(self, n: int = 10) -> pd.DataFrame:
-        """The ``n`` profiles whose score moved most, largest absolute change first."""
+        """The ``n`` profiles whose score moved most, largest absolute change first.
+
+        Raises:
+            HistoryError: ``n`` is below 0 (``len(deltas)`` gives every profile).
+        """
+        if n < 0:
+            raise HistoryError(
+                f"movers(n) needs n of 0 or more, got {n}; pass n=len(result.deltas) for "
+                "every profile."
+            )
         size = self.deltas["score_delta"].abs().rename("size")
         order = pd.concat([size, self.deltas["profile_id"]], axis=1)
         ranked = order.sort_values(["size", "profile_id"], ascending=[False, True])
@@ -126,8 +135,11 @@ def compare_runs(
         cache_dir: The cache folder.
 
     Raises:
-        HistoryError: Fewer than two runs cached, the same run twice, or an instance
-            missing or unknown (the message lists the instances).
+        HistoryError: Fewer than two runs cached, the same run twice, ``before`` newer
+            than ``after``, or an instance missing or unknown (the message lists the
+            instances).
+        ConfigurationError: Online, and a setting (such as a credential) is missing;
+            ``offline=True`` compares cached runs without credentials.
         CacheMissError: Offline, and ``before`` or ``after`` is not cached.
 
     Example:
@@ -180,6 +192,12 @@ def _pick_pair(
         old = older[0]
     if old.batch_id == new.batch_id:
         raise HistoryError(f"before and after are both run {old.batch_id}; pick two runs.")
+    if old.created > new.created:
+        raise HistoryError(
+            f"before={old.batch_id} (run of {old.created_at:%Y-%m-%d %H:%M:%S} UTC) is newer "
+            f"than after={new.batch_id} (run of {new.created_at:%Y-%m-%d %H:%M:%S} UTC); "
+            "swap them, so that before is the earlier run."
+        )
     return old, new
 
 

@@ -19,7 +19,8 @@ or resized, is no run and never appears here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from . import load, sql
 from .api import download_scores
 from .cache import Cache, CacheEntry
 from .client import Client, client_scope
-from .errors import CacheMissError, HistoryError
+from .errors import CacheMissError, ConfigurationError, HistoryError
 from .names import check_id
 from .settings import Settings, offline_from_env
 from .xdm import UTC_MICROS, column_list
@@ -69,6 +70,10 @@ def list_runs(
     Raises:
         HistoryError: ``runs`` is below 1, or ``since`` is not a time.
         NoBatchError: Online, and the dataset has no successful batch.
+        ConfigurationError: Online, and a setting such as a credential is missing; the
+            message says that ``offline=True`` reads the cached runs without them (so
+            do :func:`load_score_history`, :func:`scores_history_view` and
+            :func:`cai_frames.compare.compare_runs`).
     """
     cache, sandbox = _sync(dataset_id, [None], offline, progress, client, cache_dir)
     entries = cache.entries(sandbox, dataset_id)
@@ -219,7 +224,7 @@ def _sync(
     if offline or offline_from_env():
         settings = client.settings if client else Settings.from_env()
     else:
-        with client_scope(client, cache_dir=cache_dir) as active:
+        with _online_client(client, cache_dir) as active:
             settings = active.settings
             for batch_id in batch_ids:
                 download_scores(
@@ -230,6 +235,29 @@ def _sync(
                     cache_dir=cache_dir,
                 )
     return Cache(cache_dir or settings.cache_dir), settings.sandbox
+
+
+@contextmanager
+def _online_client(client: Client | None, cache_dir: str | Path | None) -> Iterator[Client]:
+    """``client``, or one built from the environment whose setting errors say how to go offline.
+
+    Online, history first downloads the latest run, which needs credentials; the runs
+    already cached do not, and a user missing credentials should learn that here.
+    """
+    if client is not None:
+        yield client
+        return
+    try:
+        built = Client(cache_dir=cache_dir)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"{exc} To read the cached runs without credentials, pass offline=True (or set "
+            "CAI_FRAMES_OFFLINE=1)."
+        ) from exc
+    try:
+        yield built
+    finally:
+        built.close()
 
 
 def _tidy_columns(columns: str | Sequence[str] | None) -> list[str] | None:

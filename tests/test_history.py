@@ -4,7 +4,7 @@ profile by profile with values computed from the generator's truth."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,6 +321,41 @@ def test_compare_runs_movers_are_the_largest_score_changes(platform: Platform) -
     assert movers["score_delta"].abs().tolist() == largest.tolist()
 
 
+def test_compare_runs_movers_negative_n_refused(platform: Platform) -> None:
+    result = compare_runs(WEEKLY.dataset_id, offline=True, cache_dir=platform.cache_dir)
+
+    with pytest.raises(HistoryError, match=r"needs n of 0 or more, got -1") as caught:
+        result.movers(-1)
+
+    assert isinstance(caught.value, ValueError)
+    assert len(result.movers(0)) == 0
+
+
+def test_compare_runs_before_newer_than_after_refused_naming_both_dates(
+    platform: Platform,
+) -> None:
+    older, newer = platform.weekly[0], platform.weekly[-1]
+    created = {b["_key"]: b["created"] for b in platform.emu.batches(WEEKLY.dataset_id)}
+    older_date, newer_date = (
+        pd.Timestamp(created[b], unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
+        for b in (older, newer)
+    )
+
+    with pytest.raises(HistoryError) as caught:
+        compare_runs(
+            WEEKLY.dataset_id,
+            before=newer,
+            after=older,
+            offline=True,
+            cache_dir=platform.cache_dir,
+        )
+
+    assert str(caught.value) == (
+        f"before={newer} (run of {newer_date} UTC) is newer than after={older} (run of "
+        f"{older_date} UTC); swap them, so that before is the earlier run."
+    )
+
+
 def test_compare_runs_several_instances_need_one_named(platform: Platform) -> None:
     with pytest.raises(HistoryError, match="churn, upsell"):
         compare_runs(TWO_APPS.dataset_id, offline=True, cache_dir=platform.cache_dir)
@@ -466,3 +501,24 @@ def test_cli_cache_prune_keeps_n_and_refuses_zero(cache_copy: Path, platform: Pl
     assert pruned.exit_code == 0, pruned.output
     assert f"removed batch {platform.weekly[0]}" in pruned.output
     assert len(Cache(cache_copy).entries("prod", WEEKLY.dataset_id)) == 2
+
+
+@pytest.mark.parametrize(
+    "call",
+    [load_score_history, scores_history_view, compare_runs, list_runs],
+    ids=["load_score_history", "scores_history_view", "compare_runs", "list_runs"],
+)
+def test_history_online_without_credentials_says_offline_reads_the_cache(
+    call: Callable[..., object], tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        call(WEEKLY.dataset_id, cache_dir=tmp_path, progress=False)
+
+    message = str(caught.value)
+    assert message.startswith("missing setting: AEP_CLIENT_ID")
+    assert message.endswith(
+        " To read the cached runs without credentials, pass offline=True (or set "
+        "CAI_FRAMES_OFFLINE=1)."
+    )
+    assert isinstance(caught.value.__cause__, ConfigurationError)
+    assert str(caught.value.__cause__) in message
