@@ -40,7 +40,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -73,8 +73,8 @@ class CacheEntry:
         batch_id: The data batch ID (the folder name).
         created: The batch's creation time in epoch milliseconds, from the catalog.
         downloaded_at: When the entry was completed (ISO 8601, UTC).
-        parts: The parts' file names, sorted.
-        manifest: The whole manifest as read.
+        parts: The parts' file names, sorted (not in the repr).
+        manifest: The whole manifest as read (not in the repr).
     """
 
     path: Path
@@ -83,8 +83,9 @@ class CacheEntry:
     batch_id: str
     created: int
     downloaded_at: str
-    parts: tuple[str, ...]
-    manifest: Mapping[str, Any]
+    # Both run to tens of kB for a batch of hundreds of parts: left out of the repr.
+    parts: tuple[str, ...] = field(repr=False)
+    manifest: Mapping[str, Any] = field(repr=False)
 
     @property
     def part_paths(self) -> list[Path]:

@@ -412,6 +412,19 @@ def test_backfill_runs_fetches_only_what_the_platform_still_serves(
     assert [e.batch_id for e in both] == platform.emu.batch_ids(TWO_APPS.dataset_id)
 
 
+def test_backfill_runs_entries_have_a_short_repr(platform: Platform, tmp_path: Path) -> None:
+    [entry] = backfill_runs(
+        WEEKLY.dataset_id, client=platform.client, cache_dir=tmp_path, progress=False
+    )
+
+    assert repr(entry) == (
+        f"CacheEntry(path={entry.path!r}, sandbox='prod', dataset_id='{WEEKLY.dataset_id}', "
+        f"batch_id='{platform.weekly[-1]}', created={entry.created}, "
+        f"downloaded_at={entry.downloaded_at!r})"
+    )
+    assert len(repr(entry)) < 400 < len(repr(dict(entry.manifest)))
+
+
 @pytest.mark.parametrize("keep", [1, 2, 3, 5])
 def test_cache_prune_keeps_exactly_the_newest_runs(
     cache_copy: Path, platform: Platform, keep: int
