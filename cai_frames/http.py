@@ -10,6 +10,9 @@ went through :func:`cai_frames.redaction.redact_url` and without any secret.
 
 Logging: one INFO line per request (method, URL, status, time), a WARNING per retry,
 and DEBUG for headers, which pass through :func:`cai_frames.redaction.redact_headers`.
+The WARNING per retry is ours (:class:`LoggingRetry`, with a redacted URL): urllib3's
+own ``Retrying (...) after connection broken`` warning for the same retry is dropped by
+a filter on its ``urllib3.connectionpool`` logger, and only for our retry policy.
 """
 
 from __future__ import annotations
@@ -71,7 +74,11 @@ FORBIDDEN_HINT = (
 
 
 class LoggingRetry(Retry):
-    """urllib3's :class:`~urllib3.util.retry.Retry` that logs each retry at WARNING."""
+    """urllib3's :class:`~urllib3.util.retry.Retry` that logs each retry at WARNING.
+
+    urllib3 warns about a retry after a dropped connection itself; that warning is
+    dropped (:class:`_OwnRetryFilter`) so each retry is logged once.
+    """
 
     def increment(
         self,
@@ -97,6 +104,19 @@ class LoggingRetry(Retry):
             left,
         )
         return new
+
+
+class _OwnRetryFilter(logging.Filter):
+    """Drops urllib3's warning about a retry that :class:`LoggingRetry` logged already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (
+            str(record.msg).startswith("Retrying (") and args and isinstance(args[0], LoggingRetry)
+        )
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_OwnRetryFilter())
 
 
 def build_retry(
@@ -296,6 +316,13 @@ class PlatformSession:
                 stream=call.stream,
                 timeout=call.timeout,
             )
+        except requests.exceptions.SSLError as exc:
+            raise TransportError(
+                f"{call.method} {redacted} failed: the server did not speak TLS as expected "
+                f"({self._scrub(str(exc), call)}). Check the scheme (https:// or http://) of "
+                f"{ENV_VARS['platform_url']} and {ENV_VARS['ims_url']}: a plain-http server "
+                f"such as the emulator needs http://."
+            ) from exc
         except requests.RequestException as exc:
             raise TransportError(
                 f"{call.method} {redacted} got no answer: {type(exc).__name__}: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 import pytest
 import requests
@@ -289,3 +290,45 @@ def test_full_flow_secrets_never_in_logs_or_errors(caplog: pytest.LogCaptureFixt
     for text in texts:
         for secret in (token_old, token_new, SECRET, "Bearer "):
             assert secret not in text, (secret, text)
+
+
+@responses.activate
+def test_request_ssl_error_mapped_to_transport_error_naming_the_scheme_settings() -> None:
+    add_tokens("tok-1")
+    responses.get(BATCHES, body=requests.exceptions.SSLError("[SSL: UNEXPECTED_EOF_WHILE_READING]"))
+
+    with pytest.raises(TransportError) as raised:
+        make_session().get_json(BATCHES)
+
+    assert str(raised.value) == (
+        f"GET {BATCHES} failed: the server did not speak TLS as expected "
+        "([SSL: UNEXPECTED_EOF_WHILE_READING]). Check the scheme (https:// or http://) of "
+        "AEP_PLATFORM_URL and AEP_IMS_URL: a plain-http server such as the emulator needs "
+        "http://."
+    )
+    assert isinstance(raised.value.__cause__, requests.exceptions.SSLError)
+
+
+def test_request_connection_refused_each_retry_warned_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A port nothing listens on: bound, then released.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings.from_env(
+        environ={}, access_token="tok-1", platform_url=f"http://127.0.0.1:{port}"
+    )
+    session = PlatformSession(
+        settings, retry=build_retry(total=2, backoff_factor=0, backoff_jitter=0)
+    )
+
+    with caplog.at_level(logging.WARNING), pytest.raises(TransportError):
+        session.get_json("/data/foundation/catalog/batches")
+
+    warnings = [(r.name, r.getMessage()) for r in caplog.records if r.levelno == logging.WARNING]
+    assert [name for name, _ in warnings] == ["cai_frames.http", "cai_frames.http"]
+    assert [message.split(" (")[1] for _, message in warnings] == [
+        "retry 1, 1 left)",
+        "retry 2, 0 left)",
+    ]
