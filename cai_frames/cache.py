@@ -47,7 +47,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from .errors import CacheError, DownloadError, HistoryError
+from .errors import CacheError, CaiFramesError, DownloadError, HistoryError
 from .integrity import EntryCheck, check_entry, part_problem
 from .names import check_file_name, check_id
 from .source import BatchInfo, RemotePart
@@ -428,7 +428,8 @@ def cache_write_errors(folder: Path) -> Iterator[None]:
     """
     try:
         yield
-    except CacheError:
+    except CaiFramesError:
+        # Some are OSErrors too (a broken connection is a ConnectionError): not the disk's.
         raise
     except OSError as exc:
         reason = exc.strerror or str(exc)
