@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
 import requests
 
+from cai_frames import load_scores
 from cai_frames.emulator import DatasetSpec, Emulator, default_specs
 
 BATCHES = "/data/foundation/catalog/batches"
@@ -357,3 +361,56 @@ def test_emulator_serve_forever_returns_after_stop() -> None:
     stopper.join()
     with pytest.raises(RuntimeError, match="not running"):
         _ = emu.platform_url
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40), b"GARBAGE\r\n\r\n"],
+    ids=["tls-hello", "garbage"],
+)
+def test_emulator_unparsable_request_answered_400_quietly(
+    emu: Emulator, session: requests.Session, capfd: pytest.CaptureFixture[str], payload: bytes
+) -> None:
+    host, port = emu.platform_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(payload)
+        raw.shutdown(socket.SHUT_WR)
+        answer = b"".join(iter(lambda: raw.recv(4096), b""))
+
+    assert b"Error code: 400" in answer
+    assert capfd.readouterr().err == ""
+    assert session.get(f"{emu.platform_url}{BATCHES}?limit=1", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "example.com"])
+def test_emulator_non_loopback_host_refused(host: str) -> None:
+    fixed = "the emulator only serves loopback addresses (its credentials are fixed and public)"
+    message = f"{fixed}, got host {host!r}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Emulator([NO_MARKERS], host=host)
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 99999])
+def test_emulator_port_out_of_range_refused(port: int) -> None:
+    with pytest.raises(
+        ValueError, match=re.escape(f"from 0 to 65535 (0: any free one), got {port}")
+    ):
+        Emulator([NO_MARKERS], port=port)
+
+
+def test_emulator_ipv6_loopback_url_bracketed_and_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        emu = Emulator([NO_MARKERS], host="::1").start()
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    try:
+        port = urlsplit(emu.platform_url).port
+        for key, value in emu.env().items():
+            monkeypatch.setenv(key, value)
+        frame = load_scores(NO_MARKERS.dataset_id, progress=False)
+
+        assert emu.platform_url == f"http://[::1]:{port}"
+        assert emu.ims_url == f"http://[::1]:{port}/ims/token/v3"
+        assert sorted(frame["profile_id"]) == sorted(emu.truth(NO_MARKERS.dataset_id)["profile_id"])
+    finally:
+        emu.stop()

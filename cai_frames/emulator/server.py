@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import shutil
 import tempfile
@@ -39,6 +40,25 @@ def _seeded(spec: DatasetSpec, seed: int) -> DatasetSpec:
     return spec if spec.seed is not None else dataclasses.replace(spec, seed=seed)
 
 
+def _check_address(host: str, port: int) -> None:
+    """Refuse an address off loopback (the credentials are fixed) or a port out of range.
+
+    Raises:
+        ValueError: ``host`` is not a loopback address, or ``port`` not in 0-65535.
+    """
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"the emulator only serves loopback addresses (its credentials are fixed and "
+            f"public), got host {host!r}; use 127.0.0.1, ::1 or localhost"
+        )
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer from 0 to 65535 (0: any free one), got {port!r}")
+
+
 class _QuietHandler(WSGIRequestHandler):
     """Request handler that logs through this module at DEBUG instead of printing."""
 
@@ -48,7 +68,13 @@ class _QuietHandler(WSGIRequestHandler):
         logger.debug(message, *args)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        logger.debug("served %s -> %s", self.path.split("?")[0], code)
+        # A request line that could not be parsed (a TLS hello, garbage) is answered 400
+        # before ``path`` is set, and werkzeug's attribute lookup raises for it.
+        path = getattr(self, "path", None)
+        if path is None:
+            logger.debug("unparsable request %r -> %s", getattr(self, "requestline", ""), code)
+            return
+        logger.debug("served %s -> %s", path.split("?")[0], code)
 
 
 class Emulator:
@@ -87,8 +113,8 @@ class Emulator:
             datasets: Datasets to serve; ``None`` serves the demo set of
                 :func:`~cai_frames.emulator.spec.default_specs`.
             seed: Seed for every spec whose own ``seed`` is ``None``.
-            host: Interface to bind.
-            port: Port to bind; 0 picks a free one.
+            host: Loopback address to bind (``127.0.0.1``, ``::1``, ``localhost``).
+            port: Port to bind, 0 to 65535; 0 picks a free one.
             client_id: The accepted client ID (also the expected ``x-api-key``).
             client_secret: The accepted client secret.
             org_id: The accepted ``x-gw-ims-org-id``.
@@ -103,7 +129,8 @@ class Emulator:
             bandwidth: Bytes per second each connection is paced to; ``None`` for no cap.
 
         Raises:
-            ValueError: ``latency`` is negative or ``bandwidth`` is not positive.
+            ValueError: ``host`` is not a loopback address, ``port`` is out of range,
+                ``latency`` is negative or ``bandwidth`` is not positive.
         """
         defaults = default_specs()
         specs = list(defaults.values()) if datasets is None else list(datasets)
@@ -112,6 +139,7 @@ class Emulator:
         self._keys = {spec.name: spec.dataset_id for spec in specs}
         self._keys.update((k, s.dataset_id) for k, s in defaults.items() if s.dataset_id in served)
         self._keys.update((dataset_id, dataset_id) for dataset_id in served)
+        _check_address(host, port)
         self._host, self._port = host, port
         credentials = Credentials(client_id, client_secret, org_id, sandbox)
         self.gateway = Gateway(credentials, token_ttl)
@@ -206,7 +234,8 @@ class Emulator:
         """Base URL of the platform APIs, like ``https://platform.adobe.io``."""
         if self._server is None:
             raise RuntimeError("the emulator is not running; use it as a context manager")
-        return f"http://{self._host}:{self._server.port}"
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._server.port}"
 
     @property
     def ims_url(self) -> str:
