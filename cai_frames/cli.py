@@ -63,6 +63,7 @@ def demo(cache_dir: Path | None, seed: int, progress: bool) -> None:
                 f"Dataset {dataset_id}, batch {entry.batch_id}: {len(entry.parts)} parts, "
                 f"{entry.size / 1e6:.1f} MB, {how}\n"
                 f"Cache entry: {entry.path}\n"
+                f"See it with: cai-frames cache list --cache-dir {cache_dir}\n"
                 f"Loaded {len(scores):,} rows x {scores.shape[1]} columns in {elapsed:.2f} s\n"
             )
             click.echo(_summary(scores))
@@ -110,15 +111,29 @@ def download(
     click.echo(str(entry.path))
 
 
+def _view_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter(f"the view name {value!r} is blank; pass a name such as scores")
+    return value
+
+
 @main.command("sql")
 @click.argument("dataset_id")
 @click.argument("query")
-@click.option("--name", default="scores", show_default=True, help="The view's name.")
+@click.option(
+    "--name", default="scores", show_default=True, callback=_view_name, help="The view's name."
+)
 @click.option("--batch", "batch_id", help="A given batch ID (default: the latest successful).")
 @click.option("--raw", is_flag=True, help="Expose the nested records as written.")
 @click.option("--offline", is_flag=True, help="Use the cache only.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help=_CACHE_DIR_HELP)
-@click.option("--max-rows", default=50, show_default=True, help="Rows to print at most.")
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Rows to print at most.",
+)
 def sql_command(
     dataset_id: str,
     query: str,
@@ -132,6 +147,15 @@ def sql_command(
     """Run a SQL QUERY over a view of the scores (named 'scores' by default)."""
     import duckdb
 
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as exc:
+        raise click.ClickException(f"the query failed: {exc}") from exc
+    if not statements:
+        raise click.UsageError(
+            f"the query {query!r} holds no statement; pass a SELECT, such as "
+            '"SELECT count(*) FROM scores"'
+        )
     with _cli_errors():
         con = scores_view(
             dataset_id,
@@ -143,11 +167,26 @@ def sql_command(
             progress=False,
         )
         try:
-            frame = con.sql(query).df()
+            result = con.sql(query)
+            if result is None or statements[-1].type in _no_result_statements():
+                return
+            # One row past the limit tells whether rows were left out, without fetching all.
+            frame = result.limit(max_rows + 1).df()
         except duckdb.Error as exc:
             raise click.ClickException(f"the query failed: {exc}") from exc
-    with pd.option_context("display.max_rows", max_rows, "display.width", 200):
-        click.echo(frame.to_string(index=False, max_rows=max_rows))
+    with pd.option_context("display.width", 200):
+        click.echo(frame.head(max_rows).to_string(index=False))
+    if len(frame) > max_rows:
+        click.echo(f"(the first {max_rows} rows; --max-rows to show more)")
+
+
+def _no_result_statements() -> frozenset[Any]:
+    """Statement types that only change the session or the catalog (SET, CREATE, ...)."""
+    import duckdb
+
+    kinds = ["SET", "VARIABLE_SET", "TRANSACTION", "LOAD", "ATTACH", "DETACH", "CREATE"]
+    kinds += ["CREATE_FUNC", "DROP", "ALTER", "VACUUM", "PREPARE"]
+    return frozenset(getattr(duckdb.StatementType, kind) for kind in kinds)
 
 
 @main.command()
@@ -155,8 +194,20 @@ def sql_command(
 @click.option("--fields", help="Comma-separated XDM paths to export (default: every field).")
 @click.option("--dataset", "dataset_id", help="Profile dataset to write into (default: new).")
 @click.option("--job", "job_id", help="Wait for or reuse this export job, starting none.")
-@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for the job.")
-@click.option("--poll-interval", default=10.0, show_default=True, help="Seconds between polls.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    help="Seconds to wait for the job.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds between polls.",
+)
 @click.option("--cache-dir", type=click.Path(path_type=Path), help=_CACHE_DIR_HELP)
 @click.option("--progress/--no-progress", default=True, help="Show the job's state and download.")
 def audience(
@@ -309,7 +360,13 @@ def cache_clear(
 @click.option("--instance", help="The Customer AI instance, when the dataset holds several.")
 @click.option("--offline", is_flag=True, help="Use the cache only.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help=_CACHE_DIR_HELP)
-@click.option("--movers", default=10, show_default=True, help="Biggest movers to print.")
+@click.option(
+    "--movers",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Biggest movers to print.",
+)
 @click.option("--progress/--no-progress", default=True, help="Show download progress.")
 def history_command(
     dataset_id: str,
@@ -357,8 +414,19 @@ def _comparison_text(result: RunComparison, movers: int) -> str:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address.")
-@click.option("--port", default=8765, show_default=True, help="Port (0 for any free one).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Loopback address to listen on (127.0.0.1, ::1 or localhost).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Port (0 for any free one).",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the generated data.")
 @click.option(
     "--latency",
@@ -398,14 +466,17 @@ def emulate(
         switches = [parse_switch(text) for text in faults]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--fault") from exc
-    emulator = Emulator(
-        seed=seed,
-        host=host,
-        port=port,
-        latency=latency,
-        bandwidth=bandwidth,
-        faults=Faults(*switches, seed=fault_seed),
-    )
+    try:
+        emulator = Emulator(
+            seed=seed,
+            host=host,
+            port=port,
+            latency=latency,
+            bandwidth=bandwidth,
+            faults=Faults(*switches, seed=fault_seed),
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     with _cli_errors(), emulator as emu:
         click.echo("# AEP emulator running; in another shell:")
         for key, value in emu.env().items():

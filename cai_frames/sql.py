@@ -120,14 +120,17 @@ def create_view(
 
     Args:
         con: The DuckDB connection.
-        name: The view's name (any characters; it is quoted).
+        name: The view's name: any characters but not blank (it is quoted).
         paths: The parts.
         schema: Their merged schema; read from the footers when None.
         raw: Expose the records as written instead of tidy scores.
 
     Raises:
+        ValueError: ``name`` is empty or blank.
         SchemaError: No Customer AI scores in the parts (with ``raw=False``).
     """
+    if not name.strip():
+        raise ValueError(f"the view name {name!r} is blank; pass a name such as 'scores'")
     query = view_sql(paths, schema=schema, raw=raw)
     con.execute(f"CREATE OR REPLACE VIEW {quote_identifier(name)} AS\n{query}")
     logger.debug("created view %s over %d parts", name, len(paths))

@@ -94,3 +94,111 @@ def test_cli_demo_prints_summary_and_cached_second_load(tmp_path: Path) -> None:
     assert "Score deciles:" in output
     assert "Second load: 0 file requests" in output
     assert "low" in output and "high" in output
+
+
+def test_cli_demo_prints_the_command_that_lists_its_cache(tmp_path: Path) -> None:
+    demo_cache = tmp_path / "demo"
+    output = _run("demo", "--no-progress", "--cache-dir", str(demo_cache))[1]
+    command = f"cai-frames cache list --cache-dir {demo_cache}"
+
+    assert f"See it with: {command}\n" in output
+    code, listed = _run(*command.split()[1:])
+    with Emulator() as emu:
+        churn, batch_id = emu.dataset_id("churn"), emu.latest_batch_id(emu.dataset_id("churn"))
+    assert code == 0
+    assert f"sandbox prod, dataset {churn}: 1 run" in listed and str(batch_id) in listed
+
+
+@pytest.mark.parametrize("query", ["", "   ", ";"], ids=["empty", "blank", "semicolon"])
+def test_cli_sql_no_statement_is_usage_error_before_any_request(emu: Emulator, query: str) -> None:
+    emu.reset_requests()
+
+    code, output = _run("sql", DATASET, query)
+
+    assert code == 2
+    assert f"the query {query!r} holds no statement; pass a SELECT" in output
+    assert emu.requests == []
+
+
+def test_cli_sql_statement_without_result_prints_nothing() -> None:
+    assert _run("sql", DATASET, "SET threads=1") == (0, "")
+
+
+def test_cli_sql_blank_view_name_is_usage_error(emu: Emulator) -> None:
+    emu.reset_requests()
+
+    code, output = _run("sql", DATASET, "--name", "", "SELECT 1")
+
+    assert code == 2
+    assert "the view name '' is blank" in output
+    assert emu.requests == []
+
+
+@pytest.mark.parametrize("rows", ["0", "-1"])
+def test_cli_sql_max_rows_below_one_is_usage_error(rows: str) -> None:
+    code, output = _run("sql", DATASET, "--max-rows", rows, "SELECT 1")
+
+    assert code == 2
+    assert f"Invalid value for '--max-rows': {rows} is not in the range x>=1" in output
+
+
+def test_cli_sql_max_rows_prints_exactly_that_many(emu: Emulator) -> None:
+    query = "SELECT profile_id FROM scores ORDER BY profile_id"
+
+    code, output = _run("sql", DATASET, "--max-rows", "3", query)
+
+    first = sorted(emu.truth(DATASET)["profile_id"])[:3]
+    assert code == 0
+    assert [line.strip() for line in output.splitlines()] == [
+        "profile_id",
+        *first,
+        "(the first 3 rows; --max-rows to show more)",
+    ]
+
+
+def test_cli_sql_max_rows_equal_to_the_rows_adds_no_note(emu: Emulator) -> None:
+    query = "SELECT profile_id FROM scores ORDER BY profile_id LIMIT 3"
+
+    output = _run("sql", DATASET, "--max-rows", "3", query)[1]
+
+    first = sorted(emu.truth(DATASET)["profile_id"])[:3]
+    assert [line.strip() for line in output.splitlines()] == ["profile_id", *first]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["history", DATASET, "--movers", "-1"], "'--movers': -1 is not in the range x>=0"),
+        (["audience", "seg", "--poll-interval", "-5"], "'--poll-interval': -5.0 is not in the"),
+        (["audience", "seg", "--poll-interval", "0"], "'--poll-interval': 0.0 is not in the"),
+        (["audience", "seg", "--timeout", "-1"], "'--timeout': -1.0 is not in the range x>=0"),
+    ],
+    ids=["movers", "poll-negative", "poll-zero", "timeout"],
+)
+def test_cli_out_of_range_option_is_usage_error_before_any_request(
+    emu: Emulator, args: list[str], message: str
+) -> None:
+    emu.reset_requests()
+
+    code, output = _run(*args)
+
+    assert code == 2
+    assert message in output
+    assert emu.requests == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--host", "0.0.0.0"], "the emulator only serves loopback addresses"),
+        (["--host", "10.0.0.5"], "got host '10.0.0.5'; use 127.0.0.1, ::1 or localhost"),
+        (["--port", "99999"], "'--port': 99999 is not in the range 0<=x<=65535"),
+        (["--port", "-1"], "'--port': -1 is not in the range 0<=x<=65535"),
+    ],
+    ids=["any-interface", "lan", "port-high", "port-negative"],
+)
+def test_cli_emulate_bad_address_is_usage_error(args: list[str], message: str) -> None:
+    code, output = _run("emulate", *args)
+
+    assert code == 2
+    assert message in output

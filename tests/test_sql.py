@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
@@ -134,6 +135,16 @@ def test_create_view_quotes_paths_and_name(tmp_path: Path) -> None:
     sql.create_view(con, 'my "scores"', paths)
 
     assert con.sql('SELECT count(*) FROM "my ""scores"""').fetchall() == [(5,)]
+
+
+@pytest.mark.parametrize("name", ["", "  "], ids=["empty", "blank"])
+def test_create_view_blank_name_refused_nothing_created(tmp_path: Path, name: str) -> None:
+    paths = [_write(tmp_path / "part-0.parquet", _records({"churn": _instance_type()}))]
+    con = duckdb.connect()
+
+    with pytest.raises(ValueError, match=re.escape(f"the view name {name!r} is blank")):
+        sql.create_view(con, name, paths)
+    assert con.sql("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchall() == [(0,)]
 
 
 def test_create_view_reads_footers_not_data(tmp_path: Path) -> None:
