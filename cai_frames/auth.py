@@ -135,6 +135,12 @@ class TokenProvider:
         started = time.monotonic()
         try:
             response = self._session.post(settings.ims_url, data=form, timeout=self._timeout)
+        except requests.exceptions.SSLError as exc:
+            raise TransportError(
+                f"POST {url} failed: the server did not speak TLS as expected "
+                f"({self._scrub(str(exc))}). Check the scheme (https:// or http://) of "
+                f"{ENV_VARS['ims_url']}: a plain-http server such as the emulator needs http://."
+            ) from exc
         except requests.RequestException as exc:
             raise TransportError(
                 f"POST {url} failed: {self._scrub(str(exc))}. Check the network and "

@@ -225,6 +225,19 @@ def test_token_ims_unreachable_is_transport_error() -> None:
 
 
 @responses.activate
+def test_token_ims_tls_mismatch_names_the_scheme_setting() -> None:
+    mismatch = requests.exceptions.SSLError("UNEXPECTED_EOF_WHILE_READING")
+    responses.post(IMS, body=mismatch)
+    tokens = TokenProvider(make_settings(), requests.Session())
+
+    with pytest.raises(TransportError, match="did not speak TLS") as caught:
+        tokens.token()
+
+    assert "scheme (https:// or http://) of AEP_IMS_URL" in str(caught.value)
+    assert caught.value.__cause__ is mismatch
+
+
+@responses.activate
 def test_token_static_used_as_is_without_ims() -> None:
     settings = make_settings(access_token="ready-token", client_secret="")
     tokens = TokenProvider(settings, requests.Session())
