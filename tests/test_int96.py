@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -54,8 +55,8 @@ def test_decode_rle_hybrid_bit_width_zero_gives_zeros() -> None:
     assert _int96.decode_rle_hybrid(b"", 0, 4).tolist() == [0, 0, 0, 0]
 
 
-def _write(path: Path, table: pa.Table, **options: object) -> Path:
-    pq.write_table(table, path, use_deprecated_int96_timestamps=True, **options)  # type: ignore[arg-type]
+def _write(path: Path, table: pa.Table, **options: Any) -> Path:
+    pq.write_table(table, path, use_deprecated_int96_timestamps=True, **options)
     return path
 
 
