@@ -258,6 +258,8 @@ def _entries(
     with client_scope(client) as active:
         result = segment_or_result
         if isinstance(result, str):
+            # An export job can run for an hour: check the cache folder before starting one.
+            Cache(cache_dir or active.settings.cache_dir).check_folder()
             result = export_audience(result, progress=progress, client=active, **export)
         return download_audience(result, progress=progress, client=active, cache_dir=cache_dir)
 

@@ -158,20 +158,32 @@ class Cache:
             CacheError: The cache folder (or a parent) is a file, or nothing of the
                 dataset is cached and the folder is not writable.
         """
-        folder = self._dataset_path(sandbox, dataset_id)
-        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        existing = self._nearest_folder(self._dataset_path(sandbox, dataset_id))
         if existing is None:
             return
-        if not existing.is_dir():
-            raise CacheError(
-                f"cannot use the cache folder {self.root}: {existing} is not a folder; "
-                f"{_CACHE_DIR_FIX}."
-            )
         if not os.access(existing, os.W_OK | os.X_OK) and not self.entries(sandbox, dataset_id):
             raise CacheError(
                 f"cannot write to the cache folder {self.root}: {existing} is not writable; "
                 f"{_CACHE_DIR_FIX}."
             )
+
+    def check_folder(self) -> None:
+        """Fail when the cache folder, or a folder on the way to it, is a file.
+
+        Raises:
+            CacheError: The path cannot be a folder, so nothing is or can be cached there.
+        """
+        self._nearest_folder(self.root)
+
+    def _nearest_folder(self, folder: Path) -> Path | None:
+        """The nearest existing path on the way to ``folder``, checked to be a folder."""
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise CacheError(
+                f"cannot use the cache folder {self.root}: {existing} is not a folder; "
+                f"{_CACHE_DIR_FIX}."
+            )
+        return existing
 
     def get(self, sandbox: str, dataset_id: str, batch_id: str) -> CacheEntry | None:
         """The complete entry for this batch, or ``None`` when there is none."""

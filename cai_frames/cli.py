@@ -225,6 +225,8 @@ def audience(
     from .audience_export import export_audience
 
     with _cli_errors(), Client(cache_dir=cache_dir) as client:
+        # An export job can run for an hour: check the cache folder before starting one.
+        _open_cache(cache_dir, client.settings)
         result = export_audience(
             segment_id,
             fields=fields,
@@ -252,8 +254,9 @@ def cache() -> None:
 @click.option("--cache-dir", type=click.Path(path_type=Path), help=_CACHE_DIR_HELP)
 def cache_list(cache_dir: Path | None) -> None:
     """List the cached runs (complete batches) of each dataset, newest first."""
-    store = Cache(cache_dir or Settings.from_env().cache_dir)
-    entries = store.entries()
+    with _cli_errors():
+        store = _open_cache(cache_dir, Settings.from_env())
+        entries = store.entries()
     if not entries:
         click.echo(f"no complete entries in {store.root}")
         return
@@ -296,7 +299,7 @@ def cache_prune(
     """
     with _cli_errors():
         settings = Settings.from_env()
-        store = Cache(cache_dir or settings.cache_dir)
+        store = _open_cache(cache_dir, settings)
         if dataset_id and not sandbox:
             sandbox = settings.sandbox
         removed = store.prune(keep, sandbox=sandbox, dataset_id=dataset_id)
@@ -317,7 +320,7 @@ def cache_prune(
 def cache_verify(repair: bool, quick: bool, cache_dir: Path | None) -> None:
     """Re-read every cached part, data pages included (exit 1 if one is broken)."""
     with _cli_errors():
-        store = Cache(cache_dir or Settings.from_env().cache_dir)
+        store = _open_cache(cache_dir, Settings.from_env())
         checks = store.verify(repair=repair, quick=quick)
     broken = [check for check in checks if check.problems]
     for check in checks:
@@ -345,7 +348,7 @@ def cache_clear(
     """Remove cached batches (all of them unless narrowed down)."""
     with _cli_errors():
         settings = Settings.from_env()
-        store = Cache(cache_dir or settings.cache_dir)
+        store = _open_cache(cache_dir, settings)
         if dataset_id and not sandbox:
             sandbox = settings.sandbox
         what = f"dataset {dataset_id}" if dataset_id else "every dataset"
@@ -484,6 +487,11 @@ def emulate(
         click.echo("# datasets:")
         for dataset_id in emu.dataset_ids:
             click.echo(f"#   {dataset_id}")
+        segments = emu.segments()
+        if segments:
+            click.echo("# segments (for cai-frames audience):")
+            for segment in segments:
+                click.echo(f"#   {segment.segment_id}  {segment.name}")
         if switches:
             click.echo(f"# faults: {', '.join(faults)} (seed {fault_seed})")
         click.echo("# Ctrl-C to stop")
@@ -509,6 +517,13 @@ def _summary(scores: pd.DataFrame) -> str:
         .round({"mean_probability": 3})
     )
     return "Score deciles:\n" + table.to_string()
+
+
+def _open_cache(cache_dir: Path | None, settings: Settings) -> Cache:
+    """The cache the command works on, refused at once when its path cannot be a folder."""
+    store = Cache(cache_dir or settings.cache_dir)
+    store.check_folder()
+    return store
 
 
 @contextmanager

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,3 +205,74 @@ def test_cli_emulate_bad_address_is_usage_error(args: list[str], message: str) -
 
     assert code == 2
     assert message in output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["cache", "list"],
+        ["cache", "verify"],
+        ["cache", "prune", "--keep", "1"],
+        ["cache", "clear", "--yes"],
+    ],
+    ids=["list", "verify", "prune", "clear"],
+)
+def test_cli_cache_commands_file_as_cache_dir_fail_in_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    not_a_folder = tmp_path / "afile"
+    not_a_folder.write_text("x")
+
+    code, output = _run(*command, "--cache-dir", str(not_a_folder / "sub"))
+
+    assert code == 1
+    assert output.strip().splitlines() == [
+        f"Error: cannot use the cache folder {not_a_folder / 'sub'}: {not_a_folder} is not a "
+        "folder; set CAI_FRAMES_CACHE_DIR or pass cache_dir= / --cache-dir to a writable folder."
+    ]
+
+
+def test_cli_audience_file_as_cache_dir_refused_before_any_export(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    not_a_folder = tmp_path / "afile"
+    not_a_folder.write_text("x")
+    segment = emu.segments()[0].segment_id
+    emu.reset_requests()
+
+    code, output = _run("audience", segment, "--cache-dir", str(not_a_folder), "--no-progress")
+
+    assert code == 1
+    assert "is not a folder" in output
+    assert [r for r in emu.requests if r.method == "POST" and "/ims/" not in r.path] == []
+
+
+def test_cli_emulate_infinite_latency_is_usage_error() -> None:
+    code, output = _run("emulate", "--port", "0", "--latency", "inf")
+
+    assert code == 2
+    assert "latency must be between 0 and 3600 seconds, got inf" in output
+
+
+def test_cli_emulate_prints_settings_datasets_and_segments() -> None:
+    command = [sys.executable, "-m", "cai_frames", "emulate", "--port", "0"]
+    lines = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        try:
+            for line in process.stdout:
+                lines.append(line.rstrip("\n"))
+                if line.startswith("# Ctrl-C"):
+                    break
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.communicate(timeout=20)
+
+    with Emulator() as expected:
+        segments = expected.segments()
+        datasets = expected.dataset_ids
+    assert any(line.startswith("export AEP_PLATFORM_URL=http://127.0.0.1:") for line in lines)
+    assert [f"#   {d}" for d in datasets] == [line for line in lines if line[4:] in datasets]
+    for segment in segments:
+        assert f"#   {segment.segment_id}  {segment.name}" in lines
+    assert process.returncode == 0

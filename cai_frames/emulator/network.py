@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ logger = logging.getLogger(__name__)
 #: Largest slice sent at once under a bandwidth cap: small enough to pace smoothly,
 #: large enough that pacing costs little CPU.
 SLICE_BYTES = 64 * 1024
+
+
+# An hour before the first byte is already no network; more overflows the clock.
+MAX_LATENCY = 3600.0
 
 
 @dataclass(frozen=True)
@@ -53,11 +58,14 @@ class NetworkShape:
 
     def __post_init__(self) -> None:
         """Refuse values no network has."""
-        if not self.latency >= 0:
-            raise ValueError(f"latency must be >= 0 seconds, got {self.latency!r}; try 0.05")
-        if self.bandwidth is not None and not self.bandwidth > 0:
+        if not 0 <= self.latency <= MAX_LATENCY:
             raise ValueError(
-                f"bandwidth must be > 0 bytes per second (or None for no cap), got "
+                f"latency must be between 0 and {MAX_LATENCY:g} seconds, got "
+                f"{self.latency!r}; try 0.05"
+            )
+        if self.bandwidth is not None and not 0 < self.bandwidth < math.inf:
+            raise ValueError(
+                f"bandwidth must be a finite number > 0 bytes per second (or None for no cap), got "
                 f"{self.bandwidth!r}; try 10e6 for 10 MB/s"
             )
 
