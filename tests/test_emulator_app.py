@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pyarrow.parquet as pq
 import pytest
 import requests
+from _emulator import platform_headers, token_form
 
 from cai_frames import load_scores
 from cai_frames.emulator import DatasetSpec, Emulator, default_specs
@@ -32,32 +33,10 @@ def emu() -> Iterator[Emulator]:
         yield running
 
 
-def token(emu: Emulator) -> str:
-    env = emu.env()
-    form = {
-        "grant_type": "client_credentials",
-        "client_id": env["AEP_CLIENT_ID"],
-        "client_secret": env["AEP_CLIENT_SECRET"],
-        "scope": "openid",
-    }
-    response = requests.post(emu.ims_url, data=form, timeout=10)
-    response.raise_for_status()
-    value: str = response.json()["access_token"]
-    return value
-
-
 @pytest.fixture(scope="module")
 def session(emu: Emulator) -> requests.Session:
-    env = emu.env()
     http = requests.Session()
-    http.headers.update(
-        {
-            "Authorization": f"Bearer {token(emu)}",
-            "x-api-key": env["AEP_CLIENT_ID"],
-            "x-gw-ims-org-id": env["AEP_ORG_ID"],
-            "x-sandbox-name": env["AEP_SANDBOX_NAME"],
-        }
-    )
+    http.headers.update(platform_headers(emu))
     return http
 
 
@@ -89,14 +68,7 @@ def all_entries(emu: Emulator, session: requests.Session, dataset_id: str) -> li
 
 
 def test_token_query_string_credentials_accepted(emu: Emulator) -> None:
-    env = emu.env()
-    query = {
-        "grant_type": "client_credentials",
-        "client_id": env["AEP_CLIENT_ID"],
-        "client_secret": env["AEP_CLIENT_SECRET"],
-        "scope": "openid",
-    }
-    response = requests.post(emu.ims_url, params=query, timeout=10)
+    response = requests.post(emu.ims_url, params=token_form(emu), timeout=10)
     assert response.status_code == 200
     assert response.json()["expires_in"] == 86399
 
@@ -107,18 +79,11 @@ def test_token_query_string_credentials_accepted(emu: Emulator) -> None:
     ids=["bad-secret", "bad-client", "bad-grant"],
 )
 def test_token_bad_credentials_refused(emu: Emulator, field: str, value: str, status: int) -> None:
-    env = emu.env()
-    form = {
-        "grant_type": "client_credentials",
-        "client_id": env["AEP_CLIENT_ID"],
-        "client_secret": env["AEP_CLIENT_SECRET"],
-        "scope": "openid",
-        field: value,
-    }
+    form = token_form(emu, **{field: value})
     response = requests.post(emu.ims_url, data=form, timeout=10)
     assert response.status_code == status
     assert set(response.json()) == {"error", "error_description"}
-    assert env["AEP_CLIENT_SECRET"] not in response.text
+    assert emu.env()["AEP_CLIENT_SECRET"] not in response.text
 
 
 def test_gateway_missing_sandbox_header_refused(emu: Emulator, session: requests.Session) -> None:
@@ -138,13 +103,7 @@ def test_gateway_other_sandbox_sees_nothing(emu: Emulator, session: requests.Ses
 
 def test_gateway_expired_token_refused() -> None:
     with Emulator([NO_MARKERS]) as emu:
-        env = emu.env()
-        headers = {
-            "Authorization": f"Bearer {token(emu)}",
-            "x-api-key": env["AEP_CLIENT_ID"],
-            "x-gw-ims-org-id": env["AEP_ORG_ID"],
-            "x-sandbox-name": "prod",
-        }
+        headers = platform_headers(emu)
         before = requests.get(emu.platform_url + BATCHES, headers=headers, timeout=10)
         emu.gateway.expire_tokens()
         after = requests.get(emu.platform_url + BATCHES, headers=headers, timeout=10)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+from _emulator import fetch_token, platform_headers, token_form
 from _shared import aep_example
 
 from cai_frames.emulator import DatasetSpec, Emulator, default_specs
@@ -75,20 +76,7 @@ def emu() -> Iterator[Emulator]:
 
 @pytest.fixture(scope="module")
 def headers(emu: Emulator) -> dict[str, str]:
-    env = emu.env()
-    form = {
-        "grant_type": "client_credentials",
-        "client_id": env["AEP_CLIENT_ID"],
-        "client_secret": env["AEP_CLIENT_SECRET"],
-        "scope": "openid,AdobeID,read_organizations",
-    }
-    token = requests.post(emu.ims_url, data=form, timeout=10).json()["access_token"]
-    return {
-        "Authorization": f"Bearer {token}",
-        "x-api-key": env["AEP_CLIENT_ID"],
-        "x-gw-ims-org-id": env["AEP_ORG_ID"],
-        "x-sandbox-name": env["AEP_SANDBOX_NAME"],
-    }
+    return platform_headers(emu, fetch_token(emu, "openid,AdobeID,read_organizations"))
 
 
 Call = Callable[[Emulator, dict[str, str]], requests.Response]
@@ -102,14 +90,7 @@ def _get(path: str, **extra: str) -> Call:
 
 
 def _token(emu: Emulator, headers: dict[str, str]) -> requests.Response:
-    env = emu.env()
-    form = {
-        "client_id": env["AEP_CLIENT_ID"],
-        "client_secret": env["AEP_CLIENT_SECRET"],
-        "grant_type": "client_credentials",
-        "scope": "openid",
-    }
-    return requests.post(emu.ims_url, data=form, timeout=10)
+    return requests.post(emu.ims_url, data=token_form(emu), timeout=10)
 
 
 def _without(name: str, replace: str | None = None) -> Call:

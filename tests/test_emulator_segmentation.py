@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import requests
+from _emulator import platform_headers
 from _shared import aep_example as example
 from test_emulator_contract import assert_same_shape
 
@@ -29,23 +30,8 @@ def emu() -> Iterator[Emulator]:
 
 @pytest.fixture(scope="module")
 def session(emu: Emulator) -> requests.Session:
-    env = emu.env()
-    form = {
-        "grant_type": "client_credentials",
-        "client_id": env["AEP_CLIENT_ID"],
-        "client_secret": env["AEP_CLIENT_SECRET"],
-        "scope": "openid",
-    }
-    token = requests.post(emu.ims_url, data=form, timeout=10).json()["access_token"]
     http = requests.Session()
-    http.headers.update(
-        {
-            "Authorization": f"Bearer {token}",
-            "x-api-key": env["AEP_CLIENT_ID"],
-            "x-gw-ims-org-id": env["AEP_ORG_ID"],
-            "x-sandbox-name": env["AEP_SANDBOX_NAME"],
-        }
-    )
+    http.headers.update(platform_headers(emu))
     return http
 
 
