@@ -231,13 +231,7 @@ def _listing(env: dict[str, str], spec: DatasetSpec) -> tuple[list[list[str]], d
     with Client(settings=Settings.from_env(env)) as client:
         batch = client.source.resolve_batch(spec.dataset_id)
         parts = [[p.name, p.url] for p in client.source.list_parts(batch)]
-        settings = client.settings
-        headers = {
-            "Authorization": f"Bearer {client.session.tokens.token()}",
-            "x-api-key": settings.client_id or "",
-            "x-gw-ims-org-id": settings.org_id or "",
-            "x-sandbox-name": settings.sandbox,
-        }
+        headers = client.session.platform_headers(client.session.tokens.token())
     return parts, headers
 
 

@@ -387,16 +387,18 @@ class PlatformSession:
         error_type = NotFoundError if status == 404 else ApiError
         return error_type(text, status=status, url=url, error_code=code, server_message=message)
 
-    def _headers(self, token: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+    def platform_headers(self, token: str) -> dict[str, str]:
+        """The four headers every platform call carries, for ``token``."""
         settings = self.settings
-        headers = {
+        return {
             "Authorization": f"Bearer {token}",
             "x-api-key": settings.client_id or "",
             "x-gw-ims-org-id": settings.org_id or "",
             "x-sandbox-name": settings.sandbox,
         }
-        headers.update(extra or {})
-        return headers
+
+    def _headers(self, token: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+        return {**self.platform_headers(token), **(extra or {})}
 
     def _scrub(self, text: str, call: _Call | None = None) -> str:
         """``text`` without the client secret or any token, in case a server echoed one."""
